@@ -1,0 +1,25 @@
+"""The one place where tfsoft imports TensorFlow and Keras.
+
+TensorFlow Recommenders needs Keras 2 (``tf_keras``). ``TF_USE_LEGACY_KERAS=1`` must be set
+before TensorFlow is first imported so that ``tf.keras`` *is* ``tf_keras``; every other
+module does ``from tfsoft.backend import tf, keras``. A later port to Keras 3 changes this
+file only.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+if os.environ.get("TF_USE_LEGACY_KERAS") not in ("1", "true", "True"):
+    raise ImportError(
+        "tfsoft needs Keras 2: TF_USE_LEGACY_KERAS is set to "
+        f"{os.environ.get('TF_USE_LEGACY_KERAS')!r}; unset it or set it to '1' before importing tfsoft"
+    )
+
+__all__ = ["tf", "keras"]

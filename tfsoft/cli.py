@@ -1,0 +1,98 @@
+"""The ``tfsoft`` command line: thin argument parsing that calls the library.
+
+Commands:
+    tfsoft describe DATASET   statistics and split sizes of a dataset (name or file path)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from tfsoft.errors import TfsoftError
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="registered dataset name (e.g. lastfm_small) or a CSV/Parquet path")
+    parser.add_argument("--user-column", default="user_id", help="user id column (files only)")
+    parser.add_argument("--item-column", default="item_id", help="item id column (files only)")
+    parser.add_argument("--time-column", default=None, help="timestamp column (files only)")
+    parser.add_argument("--weight-column", default=None, help="rating/weight column (files only)")
+    parser.add_argument("--delimiter", default=None, help="field separator of a text file (guessed by default)")
+    parser.add_argument("--split", default=None, choices=["leave_one_out", "ratio", "temporal"],
+                        help="split protocol (default: the dataset's published protocol, else leave_one_out)")
+    parser.add_argument("--window", type=int, default=None, help="leave-one-out over windows of this length")
+    parser.add_argument("--ratios", default="0.8,0.1,0.1", help="train,validation,test ratios for --split ratio")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-user-interactions", type=int, default=0)
+    parser.add_argument("--min-item-interactions", type=int, default=0)
+
+
+def _load(args: argparse.Namespace):
+    from tfsoft.data import ColumnSpec, DATASETS, SplitSpec, load_dataset, prepare, read_interactions
+
+    protocol: dict = {}
+    if args.dataset in DATASETS:
+        frame = load_dataset(args.dataset)
+        protocol = DATASETS[args.dataset].protocol
+    else:
+        columns = ColumnSpec(user=args.user_column, item=args.item_column, time=args.time_column,
+                             weight=args.weight_column)
+        frame = read_interactions(args.dataset, columns, delimiter=args.delimiter)
+    ratios = tuple(float(part) for part in args.ratios.split(","))
+    spec = SplitSpec(
+        protocol=args.split or protocol.get("split", "leave_one_out"),
+        window=args.window if args.window is not None else (protocol.get("window") if not args.split else None),
+        ratios=ratios if args.split else tuple(protocol.get("ratios", ratios)),
+        seed=args.seed,
+    )
+    return prepare(frame, spec, min_user_interactions=args.min_user_interactions,
+                   min_item_interactions=args.min_item_interactions), spec
+
+
+def _describe(args: argparse.Namespace) -> int:
+    prepared, spec = _load(args)
+    stats = prepared.statistics()
+    stats["dataset"] = args.dataset
+    stats["split_spec"] = {"protocol": spec.protocol, "window": spec.window, "ratios": list(spec.ratios), "seed": spec.seed}
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    split = stats["split"]
+    print(f"dataset      {args.dataset}")
+    print(f"interactions {stats['interactions']:,}   users {stats['users']:,}   items {stats['items']:,}   "
+          f"density {stats['density']:.4%}")
+    per_user = stats["interactions_per_user"]
+    print(f"per user     min {per_user['min']}   median {per_user['median']:g}   max {per_user['max']}")
+    window = f", window {spec.window}" if spec.window else ""
+    print(f"split        {split['protocol']}{window}")
+    print(f"  train      {split['train_sequences']:,} sequences, {split['train_interactions']:,} interactions")
+    print(f"  validation {split['validation_queries']:,} queries, {split['validation_targets']:,} targets")
+    print(f"  test       {split['test_queries']:,} queries, {split['test_targets']:,} targets")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfsoft", description="Train, evaluate and serve two-tower retrieval models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    describe = commands.add_parser("describe", help="print dataset statistics and split sizes")
+    _add_data_arguments(describe)
+    describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    describe.set_defaults(handler=_describe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except TfsoftError as error:
+        print(f"tfsoft: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Read and validate interaction logs from CSV, Parquet or a pandas DataFrame.
+
+The result is one canonical DataFrame, whatever the input looked like:
+
+=============  ==========================================================================
+column         meaning
+=============  ==========================================================================
+``user``       raw user id (int64 when every id is a canonical integer, else string)
+``item``       raw item id (same rule)
+``timestamp``  float64 seconds, only when a time column was named
+``weight``     float64 rating or weight, only when a weight column was named
+``position``   int64 row number in the source (0-based): the time order when there is no
+               timestamp, and the tie-breaker when timestamps are equal
+features       any extra user/item feature columns, under their own names
+=============  ==========================================================================
+
+Rows are ordered by user (first appearance) and then by time. Every problem with the input
+raises :class:`tfsoft.errors.DataError` naming the file, the column and the first bad row.
+Rows are counted from 1 (the first data row); ``line`` is the line in a text file with the
+header on line 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tfsoft.errors import DataError
+
+CANONICAL_COLUMNS = ("user", "item", "timestamp", "weight", "position")
+_CANDIDATE_DELIMITERS = (",", "\t", ";", "|")
+_INTEGER_ID = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Names of the columns to read from an interactions source.
+
+    Args:
+        user: column holding the user (or session) id.
+        item: column holding the item id.
+        time: optional column with the event time (numbers, e.g. Unix seconds, or ISO-8601
+            dates). Without it, file order within a user is time order.
+        weight: optional column with a rating or weight (numeric, finite, >= 0).
+        user_features: extra per-user feature columns to carry along.
+        item_features: extra per-item feature columns to carry along.
+    """
+
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str | None = None
+    weight: str | None = None
+    user_features: tuple[str, ...] = field(default_factory=tuple)
+    item_features: tuple[str, ...] = field(default_factory=tuple)
+
+    def required(self) -> list[str]:
+        """All column names this spec reads, in a stable order."""
+        names = [self.user, self.item]
+        names += [name for name in (self.time, self.weight) if name]
+        names += list(self.user_features) + list(self.item_features)
+        return names
+
+
+def read_interactions(
+    source: str | os.PathLike | pd.DataFrame,
+    columns: ColumnSpec = ColumnSpec(),
+    *,
+    delimiter: str | None = None,
+) -> pd.DataFrame:
+    """Read an interactions CSV/TSV/Parquet file (or DataFrame) into the canonical form.
+
+    Args:
+        source: a path ending in ``.csv``, ``.tsv``, ``.txt``, ``.inter`` (RecBole atomic
+            file; ``name:type`` headers are understood) or ``.parquet``/``.pq``, or a DataFrame.
+        columns: which columns hold the user, item, time, weight and features.
+        delimiter: field separator of a text file; guessed from the header when omitted.
+
+    Returns:
+        The canonical DataFrame described in the module docstring.
+
+    Raises:
+        DataError: the file is missing, empty or malformed; a column is missing; an id is
+            null; a timestamp or weight is not numeric.
+    """
+    if isinstance(source, pd.DataFrame):
+        frame, where = source.copy(), "DataFrame"
+        _check_duplicate_names(list(map(str, frame.columns)), where)
+        frame.columns = [str(name) for name in frame.columns]
+        line_offset = None
+    else:
+        path = Path(source)
+        where = f"file '{path}'"
+        frame = _read_file(path, delimiter, columns)
+        line_offset = None if path.suffix.lower() in (".parquet", ".pq") else 2
+    return _canonicalise(frame, columns, where, line_offset)
+
+
+def _read_file(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.DataFrame:
+    where = f"file '{path}'"
+    if not path.exists():
+        raise DataError(f"interactions {where} does not exist")
+    if path.is_dir():
+        raise DataError(f"interactions {where} is a directory, expected a CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise DataError(f"interactions {where} is empty (0 bytes)")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as error:  # pyarrow raises many types
+            raise DataError(f"cannot read Parquet {where}: {error}") from error
+        _check_duplicate_names(list(map(str, frame.columns)), where)
+        if frame.empty:
+            raise DataError(f"interactions {where} has no rows")
+        return frame
+    return _read_text(path, delimiter, columns)
+
+
+def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.DataFrame:
+    where = f"file '{path}'"
+    with open(path, encoding="utf-8", errors="strict", newline="") as handle:
+        try:
+            text = handle.read()
+        except UnicodeDecodeError as error:
+            raise DataError(f"{where} is not UTF-8 text: {error}") from error
+    lines = text.splitlines()
+    header_line = lines[0] if lines else ""
+    if not header_line.strip():
+        raise DataError(f"interactions {where} has an empty header line (line 1)")
+    if delimiter is None:
+        delimiter = _guess_delimiter(path, header_line)
+    header = next(csv.reader([header_line], delimiter=delimiter))
+    recbole = all(":" in name for name in header)
+    names = [name.split(":", 1)[0].strip() if recbole else name.strip() for name in header]
+    _check_duplicate_names(names, where)
+    if len(names) == 1:
+        others = [d for d in _CANDIDATE_DELIMITERS if d != delimiter and d in header_line]
+        if others:
+            raise DataError(
+                f"{where} was read as {delimiter!r}-separated but its header has one column "
+                f"{header_line!r}; it looks {others[0]!r}-separated: pass delimiter={others[0]!r}"
+            )
+    if len(lines) < 2 or not any(line.strip() for line in lines[1:]):
+        raise DataError(f"interactions {where} has a header but no data rows")
+    id_columns = {columns.user, columns.item}
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=0,
+            names=names,
+            dtype={name: str for name in names if name in id_columns},
+            keep_default_na=True,
+            skip_blank_lines=False,
+            engine="c",
+        )
+    except pd.errors.ParserError as error:
+        raise DataError(f"cannot parse {where} as {delimiter!r}-separated text: {error}") from error
+    repeated = frame.index[(frame.astype(str).values == np.array(names, dtype=object)).all(axis=1)]
+    if len(repeated):
+        row = int(repeated[0]) + 1
+        raise DataError(
+            f"{where} repeats its header at row {row} (line {row + 1}); "
+            "were several files concatenated? Remove the repeated header lines"
+        )
+    blank = frame.index[frame.isna().all(axis=1)]
+    if len(blank):
+        row = int(blank[0]) + 1
+        raise DataError(f"{where} has an empty line at row {row} (line {row + 1})")
+    return frame
+
+
+def _guess_delimiter(path: Path, header_line: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".inter", ".item", ".user"):
+        return "\t"
+    counts = {d: header_line.count(d) for d in _CANDIDATE_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _check_duplicate_names(names: list[str], where: str) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise DataError(
+                f"column {name!r} appears twice in the header of {where} "
+                f"(columns {seen[name]} and {position}); column names must be unique"
+            )
+        seen[name] = position
+
+
+def _row_label(index: int, line_offset: int | None) -> str:
+    if line_offset is None:
+        return f"row {index + 1}"
+    return f"row {index + 1} (line {index + line_offset})"
+
+
+def _canonicalise(
+    frame: pd.DataFrame, columns: ColumnSpec, where: str, line_offset: int | None
+) -> pd.DataFrame:
+    if frame.empty:
+        raise DataError(f"interactions {where} has no rows")
+    missing = [name for name in columns.required() if name not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns))
+        raise DataError(
+            f"column {missing[0]!r} missing from {where}; found: {found}"
+            + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else "")
+        )
+    clash = [
+        name
+        for name in list(columns.user_features) + list(columns.item_features)
+        if name in CANONICAL_COLUMNS
+    ]
+    if clash:
+        raise DataError(f"feature column {clash[0]!r} of {where} clashes with a reserved column name")
+    frame = frame.reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "user": _ids(frame[columns.user], columns.user, where, line_offset),
+            "item": _ids(frame[columns.item], columns.item, where, line_offset),
+        }
+    )
+    if columns.time:
+        out["timestamp"] = _timestamps(frame[columns.time], columns.time, where, line_offset)
+    if columns.weight:
+        out["weight"] = _weights(frame[columns.weight], columns.weight, where, line_offset)
+    out["position"] = np.arange(len(frame), dtype=np.int64)
+    for name in list(columns.user_features) + list(columns.item_features):
+        out[name] = frame[name].to_numpy()
+    first_seen = pd.factorize(out["user"])[0]
+    order_keys = [first_seen] + ([out["timestamp"].to_numpy()] if columns.time else [])
+    order = np.lexsort([out["position"].to_numpy()] + order_keys[::-1])
+    return out.iloc[order].reset_index(drop=True)
+
+
+def _show(value) -> str:
+    """repr of a cell value without numpy's type wrapper (``-1``, not ``np.int64(-1)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, int]:
+    bad = np.flatnonzero(mask)
+    return int(bad[0]), len(bad)
+
+
+def _ids(values: pd.Series, name: str, where: str, line_offset: int | None) -> pd.Series:
+    """Ids as int64 when every id is a canonical integer, else as strings."""
+    as_text = values.astype(str).str.strip()
+    null = values.isna().to_numpy() | (as_text == "").to_numpy()
+    if null.any():
+        row, count = _first_bad(null)
+        more = f" (and {count - 1} more rows)" if count > 1 else ""
+        raise DataError(
+            f"column {name!r} of {where} has an empty id at {_row_label(row, line_offset)}{more}"
+        )
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.astype(np.int64)
+    if pd.api.types.is_float_dtype(values.dtype):
+        fractional = (values.to_numpy() != np.floor(values.to_numpy()))
+        if fractional.any():
+            row, _ = _first_bad(fractional)
+            raise DataError(
+                f"column {name!r} of {where} holds non-integer id {_show(values.iloc[row])} at "
+                f"{_row_label(row, line_offset)}"
+            )
+        return values.astype(np.int64)
+    if as_text.str.fullmatch(_INTEGER_ID).all():
+        try:
+            return as_text.astype(np.int64)
+        except OverflowError:
+            pass
+    return as_text.astype(object)
+
+
+def _timestamps(values: pd.Series, name: str, where: str, line_offset: int | None) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if values.isna().any():
+            row, _ = _first_bad(values.isna().to_numpy())
+            raise DataError(f"column {name!r} of {where} has an empty timestamp at {_row_label(row, line_offset)}")
+        return (values.astype("datetime64[ns]").astype(np.int64) / 1e9).to_numpy(np.float64)
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
+    if not bad.any():
+        return numeric.to_numpy(np.float64)
+    if not pd.api.types.is_numeric_dtype(values.dtype) and bad.all():
+        parsed = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
+        if not parsed.isna().any():
+            return (parsed.astype("int64") / 1e9).to_numpy(np.float64)
+    row, count = _first_bad(bad)
+    more = f" (and {count - 1} more rows)" if count > 1 else ""
+    raise DataError(
+        f"column {name!r} of {where} must hold numeric timestamps (e.g. Unix seconds) or "
+        f"ISO-8601 dates; {_row_label(row, line_offset)} has {_show(values.iloc[row])}{more}"
+    )
+
+
+def _weights(values: pd.Series, name: str, where: str, line_offset: int | None) -> np.ndarray:
+    numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(numeric) | (numeric < 0)
+    if bad.any():
+        row, count = _first_bad(bad)
+        more = f" (and {count - 1} more rows)" if count > 1 else ""
+        raise DataError(
+            f"column {name!r} of {where} must hold finite non-negative numbers; "
+            f"{_row_label(row, line_offset)} has {_show(values.iloc[row])}{more}"
+        )
+    return numeric
