@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+
+from tfsoft.backend import tf
+from tfsoft.losses import (
+    bce_loss, bpr_loss, full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss, weighted_mean,
+)
+from tfsoft.losses import logits as steps
+
+from tests.losses import reference as ref
+
+RNG = np.random.default_rng(0)
+
+
+def t(x):
+    return tf.constant(x)
+
+
+def grads(function, *arrays):
+    variables = [tf.Variable(a) for a in arrays]
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(function(*variables))
+    return float(value), [g.numpy() for g in tape.gradient(value, variables)]
+
+
+def test_full_softmax_matches_reference_and_gradient():
+    query, catalog = RNG.normal(size=(4, 3)), RNG.normal(size=(6, 3))
+    positives = np.array([1, 2, 5, 1])
+    valid = np.array([False, True, True, True, True, True])
+    got = full_softmax_loss(t(query), t(catalog), t(positives), temperature=0.5, valid_items=t(valid)).numpy()
+    np.testing.assert_allclose(got, ref.full_softmax(query, catalog, positives, 0.5, valid), rtol=1e-9, atol=1e-12)
+    _, (g_query, g_catalog) = grads(
+        lambda q, c: full_softmax_loss(q, c, t(positives), temperature=0.5, valid_items=t(valid)), query, catalog)
+    numeric = ref.numeric_gradient(lambda q: ref.full_softmax(q, catalog, positives, 0.5, valid).sum(), query.copy())
+    np.testing.assert_allclose(g_query, numeric, atol=1e-6)
+    numeric = ref.numeric_gradient(lambda c: ref.full_softmax(query, c, positives, 0.5, valid).sum(), catalog.copy())
+    np.testing.assert_allclose(g_catalog, numeric, atol=1e-6)
+    assert np.allclose(g_catalog[0], 0)  # the masked OOV row gets no gradient
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("correct_positive", [True, False])
+def test_sampled_softmax_matches_reference_with_log_q_and_accidental_hits(shared, correct_positive):
+    b, n, d = 5, 6, 3
+    query, positive = RNG.normal(size=(b, d)), RNG.normal(size=(b, d))
+    positive_ids = np.array([3, 4, 5, 6, 7])
+    if shared:
+        negative_ids = np.array([3, 9, 4, 10, 11, 3])  # accidental hits for rows 0 and 1
+        negatives = RNG.normal(size=(n, d))
+        neg_count = RNG.normal(size=n)
+    else:
+        negative_ids = RNG.integers(3, 9, size=(b, n))
+        negatives = RNG.normal(size=(b, n, d))
+        neg_count = RNG.normal(size=(b, n))
+    pos_count = RNG.normal(size=b) if correct_positive else None
+
+    def loss(q, p, negs):
+        return sampled_softmax_loss(q, p, t(positive_ids), negs, t(negative_ids), temperature=0.2,
+                                    positive_log_expected_count=None if pos_count is None else t(pos_count),
+                                    negative_log_expected_count=t(neg_count))
+
+    def reference(q, p, negs):
+        return ref.sampled_softmax(q, p, positive_ids, negs, negative_ids, 0.2, pos_count, neg_count)
+
+    np.testing.assert_allclose(loss(t(query), t(positive), t(negatives)).numpy(),
+                               reference(query, positive, negatives), rtol=1e-9, atol=1e-12)
+    _, (gq, gp, gn) = grads(loss, query, positive, negatives)
+    np.testing.assert_allclose(gq, ref.numeric_gradient(lambda x: reference(x, positive, negatives).sum(), query.copy()), atol=1e-6)
+    np.testing.assert_allclose(gp, ref.numeric_gradient(lambda x: reference(query, x, negatives).sum(), positive.copy()), atol=1e-6)
+    np.testing.assert_allclose(gn, ref.numeric_gradient(lambda x: reference(query, positive, x).sum(), negatives.copy()), atol=1e-6)
+
+
+@pytest.mark.parametrize("log_q", [True, False])
+@pytest.mark.parametrize("remove_duplicates", [True, False])
+def test_in_batch_softmax_matches_reference(log_q, remove_duplicates):
+    b, extra, d = 5, 3, 4
+    query = RNG.normal(size=(b, d))
+    candidates = RNG.normal(size=(b + extra, d))
+    ids = np.array([1, 2, 1, 3, 4, 9, 2, 8])  # duplicate positives (1) and a mixed negative equal to 2
+    log_count = RNG.normal(size=b + extra) if log_q else None
+    positive_index = np.arange(b)
+
+    def loss(q, c):
+        return in_batch_softmax_loss(q, c, t(ids), positive_index=t(positive_index), temperature=0.1,
+                                     candidate_log_expected_count=None if log_count is None else t(log_count),
+                                     remove_duplicates=remove_duplicates)
+
+    def reference(q, c):
+        return ref.in_batch_softmax(q, c, ids, positive_index, 0.1, log_count, remove_duplicates)
+
+    np.testing.assert_allclose(loss(t(query), t(candidates)).numpy(), reference(query, candidates), rtol=1e-9, atol=1e-12)
+    _, (gq, gc) = grads(loss, query, candidates)
+    np.testing.assert_allclose(gq, ref.numeric_gradient(lambda x: reference(x, candidates).sum(), query.copy()), atol=1e-5)
+    np.testing.assert_allclose(gc, ref.numeric_gradient(lambda x: reference(query, x).sum(), candidates.copy()), atol=1e-5)
+
+
+def test_in_batch_positive_index_offset_for_gathered_replicas():
+    query = RNG.normal(size=(2, 3))
+    candidates = RNG.normal(size=(4, 3))  # replica 1 of 2: its positives are rows 2 and 3
+    ids = np.array([5, 6, 7, 8])
+    got = in_batch_softmax_loss(t(query), t(candidates), t(ids), positive_index=t(np.array([2, 3])), temperature=1.0)
+    np.testing.assert_allclose(got.numpy(), ref.in_batch_softmax(query, candidates, ids, [2, 3], 1.0), rtol=1e-9, atol=1e-12)
+
+
+def test_temperature_is_applied_before_log_q():
+    scores, log_count = t(np.array([[2.0, 1.0]])), t(np.array([0.5, -0.5]))
+    corrected = steps.subtract_log_expected_count(steps.scale(scores, 0.1), log_count).numpy()
+    np.testing.assert_allclose(corrected, [[2.0 / 0.1 - 0.5, 1.0 / 0.1 + 0.5]])
+    # through the loss: s/τ − logQ, not (s − logQ)/τ
+    query, cands, ids = np.array([[1.0, 0.0]]), np.array([[0.6, 0.8], [0.0, 1.0]]), np.array([1, 2])
+    got = in_batch_softmax_loss(t(query), t(cands), t(ids), temperature=0.1, candidate_log_expected_count=t(np.array([0.3, -0.2])))
+    logits = np.array([0.6 / 0.1 - 0.3, 0.0 / 0.1 + 0.2])
+    np.testing.assert_allclose(got.numpy(), [ref.logsumexp(logits) - logits[0]], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("function, reference", [(bpr_loss, ref.bpr), (bce_loss, ref.bce)])
+def test_pairwise_losses_match_reference(function, reference):
+    pos, neg = RNG.normal(size=4), RNG.normal(size=(4, 3))
+    keep = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 0]], dtype=bool)
+    np.testing.assert_allclose(function(t(pos), t(neg), t(keep)).numpy(), reference(pos, neg, keep), rtol=1e-9, atol=1e-12)
+    _, (gp, gn) = grads(lambda p, n: function(p, n, t(keep)), pos, neg)
+    np.testing.assert_allclose(gp, ref.numeric_gradient(lambda x: reference(x, neg, keep).sum(), pos.copy()), atol=1e-6)
+    np.testing.assert_allclose(gn, ref.numeric_gradient(lambda x: reference(pos, x, keep).sum(), neg.copy()), atol=1e-6)
+
+
+def test_weighted_mean_uses_global_batch_size_and_weights():
+    per_example = t(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert float(weighted_mean(per_example)) == pytest.approx(2.5)
+    weights = t(np.array([0.0, 1.0, 2.0, 0.5]))
+    assert float(weighted_mean(per_example, weights)) == pytest.approx((2 + 6 + 2) / 4)
+    assert float(weighted_mean(per_example, weights, global_batch_size=8)) == pytest.approx(10 / 8)
+
+
+def test_cosine_preparation_normalises():
+    x = steps.prepare_embeddings(t(np.array([[3.0, 4.0]])), "cosine").numpy()
+    np.testing.assert_allclose(x, [[0.6, 0.8]])
+    with pytest.raises(ValueError, match=r"similarity must be one of \('dot', 'cosine'\); got 'l2'"):
+        steps.prepare_embeddings(t(np.array([[1.0]])), "l2")

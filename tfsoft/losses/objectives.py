@@ -1,0 +1,273 @@
+"""Retrieval objectives: which candidates a loss sees, and which maths it applies.
+
+An objective is a small configuration object. The model hands it the (similarity-prepared)
+query and positive embeddings and a :class:`CandidateSource` that can embed any item ids,
+the whole catalog, gather tensors across replicas and give item log-frequencies; the
+objective draws its negatives and calls the pure functions of :mod:`tfsoft.losses.softmax`
+and :mod:`tfsoft.losses.pairwise`. Objectives hold no Keras state.
+
+Example:
+    >>> import tfsoft
+    >>> loss = tfsoft.losses.InBatchSoftmax(temperature=0.1, log_q=True)
+    >>> loss.name
+    'in_batch'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from tfsoft.backend import tf
+from tfsoft.errors import ConfigError
+from tfsoft.losses import logits as steps
+from tfsoft.losses.pairwise import bce_loss, bpr_loss
+from tfsoft.losses.softmax import full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss
+
+
+class CandidateSource(Protocol):
+    """What the model offers an objective during one step (see ``tfsoft.model``)."""
+
+    num_indices: int
+
+    def embed(self, ids: tf.Tensor) -> tf.Tensor:
+        """Prepared candidate embeddings of item ids (any shape -> shape + [d])."""
+
+    def catalog(self) -> tf.Tensor:
+        """Prepared embeddings of every item index, [V, d]."""
+
+    def valid_items(self) -> tf.Tensor:
+        """[V] bool: indices that are real items (index 0, OOV/padding, is not)."""
+
+    def gather(self, tensor: tf.Tensor) -> tf.Tensor:
+        """Concatenate ``tensor`` across replicas along axis 0 (identity on one replica)."""
+
+    def replica_offset(self) -> tf.Tensor:
+        """Row of this replica's first example in the gathered batch."""
+
+    def log_item_probability(self, ids: tf.Tensor) -> tf.Tensor:
+        """log p_j, the probability that one training positive is item j."""
+
+    def sampler(self, key: str) -> "object":
+        """The negative sampler an objective registered under ``key``."""
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number; got {value!r}")
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A negative sampler an objective needs: proposal name, unigram exponent."""
+
+    proposal: str = "uniform"
+    beta: float = 1.0
+
+
+@dataclass(frozen=True)
+class RetrievalLoss:
+    """Base class: subclasses implement :meth:`per_example`."""
+
+    name = "base"
+
+    def samplers(self) -> dict[str, SamplerSpec]:
+        """Samplers to build once the catalog is known (key -> spec)."""
+        return {}
+
+    def per_example(
+        self, query: tf.Tensor, positive: tf.Tensor, positive_ids: tf.Tensor, source: CandidateSource
+    ) -> tf.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FullSoftmax(RetrievalLoss):
+    """Softmax over the whole catalog ("SM", SSM paper Eq. 2). Exact; small catalogs only."""
+
+    temperature: float = 1.0
+    name = "full_softmax"
+
+    def __post_init__(self) -> None:
+        _check_positive("temperature", self.temperature)
+
+    def per_example(self, query, positive, positive_ids, source):
+        return full_softmax_loss(
+            query, source.catalog(), positive_ids, temperature=self.temperature, valid_items=source.valid_items()
+        )
+
+
+@dataclass(frozen=True)
+class SampledSoftmax(RetrievalLoss):
+    """Sampled softmax with N negatives from a proposal Q and logQ correction.
+
+    Attributes:
+        num_negatives: N, negatives per batch (shared) or per example.
+        proposal: ``uniform`` | ``unigram`` (item frequency^β, SSM §4.4.2) | ``log_uniform`` (Zipf by rank).
+        beta: unigram exponent in [0, 1].
+        shared_negatives: one set of N for the whole batch (cheap) or N per example.
+        temperature: τ.
+        log_q: subtract ``log(N·Q(j))`` from the negatives' logits.
+        remove_accidental_hits: mask negatives equal to the positive.
+        correct_positive: also subtract ``log(N·Q(c⁺))`` from the positive's logit, as
+            ``tf.nn.sampled_softmax_loss`` does. Off by default: the positive enters the
+            partition function exactly (weight 1), the negatives estimate the rest of it
+            (``E[Σ_k e^{s_k}/(N·Q(n_k))] = Σ_{j≠c⁺} e^{s_j}`` once accidental hits are
+            removed), so loss and gradient converge to full softmax as N grows. Correcting
+            the positive too shifts the loss by ``log(N·Q(c⁺))`` and biases the gradient by
+            ``p(c⁺)``.
+    """
+
+    num_negatives: int = 256
+    proposal: str = "unigram"
+    beta: float = 1.0
+    shared_negatives: bool = True
+    temperature: float = 1.0
+    log_q: bool = True
+    remove_accidental_hits: bool = True
+    correct_positive: bool = False
+    name = "sampled_softmax"
+
+    def __post_init__(self) -> None:
+        _check_count("num_negatives", self.num_negatives, 1)
+        _check_positive("temperature", self.temperature)
+
+    def samplers(self):
+        return {"negatives": SamplerSpec(self.proposal, self.beta)}
+
+    def per_example(self, query, positive, positive_ids, source):
+        sampler = source.sampler("negatives")
+        batch = tf.shape(query)[0]
+        if self.shared_negatives:
+            negative_ids = sampler.sample(self.num_negatives)
+        else:
+            negative_ids = sampler.sample(batch * self.num_negatives, shape=tf.stack([batch, self.num_negatives]))
+        positive_count = negative_count = None
+        if self.log_q and self.correct_positive:
+            positive_count = sampler.log_expected_count(positive_ids, self.num_negatives)
+        if self.log_q:
+            negative_count = sampler.log_expected_count(negative_ids, self.num_negatives)
+        return sampled_softmax_loss(
+            query, positive, positive_ids, source.embed(negative_ids), negative_ids,
+            temperature=self.temperature,
+            positive_log_expected_count=positive_count,
+            negative_log_expected_count=negative_count,
+            remove_accidental_hits=self.remove_accidental_hits,
+        )
+
+
+@dataclass(frozen=True)
+class InBatchSoftmax(RetrievalLoss):
+    """In-batch sampled softmax, "SSM" (the SSM paper's default: cosine + τ, batch positives
+    as negatives), optionally with logQ correction and mixed negatives.
+
+    Attributes:
+        temperature: τ (0.1–0.2 with cosine similarity, SSM §3.1.2).
+        log_q: subtract log of each candidate's expected count ``B·p_j`` (Yi et al. 2019).
+        remove_duplicates: mask other columns holding the row's own positive.
+        num_uniform_negatives: extra uniformly sampled items shared by the batch (mixed
+            negative sampling, Yang et al. WWW'20); 0 = pure in-batch.
+        cross_replica: under a distribution strategy, use every replica's positives.
+    """
+
+    temperature: float = 0.1
+    log_q: bool = False
+    remove_duplicates: bool = True
+    num_uniform_negatives: int = 0
+    cross_replica: bool = True
+    name = "in_batch"
+
+    def __post_init__(self) -> None:
+        _check_positive("temperature", self.temperature)
+        _check_count("num_uniform_negatives", self.num_uniform_negatives, 0)
+
+    def samplers(self):
+        return {"mixed": SamplerSpec("uniform")} if self.num_uniform_negatives else {}
+
+    def per_example(self, query, positive, positive_ids, source):
+        gather = source.gather if self.cross_replica else (lambda tensor: tensor)
+        candidates = gather(positive)
+        candidate_ids = gather(positive_ids)
+        offset = source.replica_offset() if self.cross_replica else 0
+        positive_index = tf.range(tf.shape(query)[0]) + offset
+        batch = tf.cast(tf.shape(candidate_ids)[0], tf.float32)
+        log_count = None
+        if self.log_q:
+            log_count = tf.math.log(batch) + source.log_item_probability(candidate_ids)
+        if self.num_uniform_negatives:
+            sampler = source.sampler("mixed")
+            extra_ids = sampler.sample(self.num_uniform_negatives)
+            candidates = tf.concat([candidates, source.embed(extra_ids)], axis=0)
+            candidate_ids = tf.concat([candidate_ids, extra_ids], axis=0)
+            if self.log_q:
+                # Expected count of item j in the union of B positives and N uniform draws.
+                in_batch = tf.math.log(batch) + source.log_item_probability(candidate_ids)
+                sampled = sampler.log_expected_count(candidate_ids, self.num_uniform_negatives)
+                log_count = tf.reduce_logsumexp(tf.stack([in_batch, sampled]), axis=0)
+        return in_batch_softmax_loss(
+            query, candidates, candidate_ids,
+            positive_index=positive_index,
+            temperature=self.temperature,
+            candidate_log_expected_count=log_count,
+            remove_duplicates=self.remove_duplicates,
+        )
+
+
+@dataclass(frozen=True)
+class _PairwiseLoss(RetrievalLoss):
+    num_negatives: int = 1
+    proposal: str = "uniform"
+
+    def __post_init__(self) -> None:
+        _check_count("num_negatives", self.num_negatives, 1)
+
+    def samplers(self):
+        return {"negatives": SamplerSpec(self.proposal)}
+
+    def per_example(self, query, positive, positive_ids, source):
+        batch = tf.shape(query)[0]
+        negative_ids = source.sampler("negatives").sample(
+            batch * self.num_negatives, shape=tf.stack([batch, self.num_negatives])
+        )
+        negatives = source.embed(negative_ids)
+        positive_scores = tf.reduce_sum(query * positive, axis=-1)
+        negative_scores = tf.einsum("bd,bnd->bn", query, negatives)
+        keep = tf.not_equal(negative_ids, positive_ids[:, tf.newaxis])
+        return self._loss(positive_scores, negative_scores, keep)
+
+
+@dataclass(frozen=True)
+class BPR(_PairwiseLoss):
+    """BPR with N uniformly sampled negatives per example (SSM paper §4.1.1: N = 1)."""
+
+    name = "bpr"
+
+    @staticmethod
+    def _loss(positive_scores, negative_scores, keep):
+        return bpr_loss(positive_scores, negative_scores, keep)
+
+
+@dataclass(frozen=True)
+class BCE(_PairwiseLoss):
+    """Binary cross-entropy with N uniformly sampled negatives per positive (SSM §4.1.1: 1:4)."""
+
+    num_negatives: int = 4
+    name = "bce"
+
+    @staticmethod
+    def _loss(positive_scores, negative_scores, keep):
+        return bce_loss(positive_scores, negative_scores, keep)
+
+
+LOSSES = {cls.name: cls for cls in (FullSoftmax, SampledSoftmax, InBatchSoftmax, BPR, BCE)}
+
+#: Masking constant re-exported for tests.
+MASKED_LOGIT = steps.MASKED_LOGIT

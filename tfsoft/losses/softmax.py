@@ -1,0 +1,145 @@
+"""The softmax family: full softmax, sampled softmax with logQ correction, in-batch SSM.
+
+All functions take embeddings (already normalised for cosine similarity, see
+:func:`tfsoft.losses.logits.prepare_embeddings`) and return the **per-example** loss [B];
+weighting and averaging happen in :func:`tfsoft.losses.reduction.weighted_mean`.
+"""
+
+from __future__ import annotations
+
+from tfsoft.backend import tf
+from tfsoft.losses import logits as steps
+
+
+def softmax_cross_entropy(logits: tf.Tensor, positive_index: tf.Tensor) -> tf.Tensor:
+    """``−log softmax(logits)[positive]`` per row: ``logsumexp_j(l_j) − l_pos``.
+
+    Args:
+        logits: [B, M]; positive_index: [B] int column of each row's positive.
+    Returns:
+        [B] losses.
+    """
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(positive_index, tf.int32), logits=logits
+    )
+
+
+def full_softmax_loss(
+    query: tf.Tensor,
+    catalog: tf.Tensor,
+    positive_ids: tf.Tensor,
+    *,
+    temperature: float = 1.0,
+    valid_items: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Softmax cross-entropy over the whole catalog (SSM paper §2, Eq. 2; "SM").
+
+    ``ℓ(u, i) = −s(u,i)/τ + log Σ_{j∈I} exp(s(u,j)/τ)``. Exact, O(B·|I|·d): the reference the
+    sampled losses approximate; practical for catalogs up to ~10^5 items.
+
+    Args:
+        query: [B, d]; catalog: [V, d] embeddings of every item index; positive_ids: [B].
+        temperature: τ.
+        valid_items: optional [V] bool; False columns (e.g. index 0, the OOV row) are masked.
+    """
+    logits = steps.scale(tf.matmul(query, catalog, transpose_b=True), temperature)
+    if valid_items is not None:
+        logits = steps.mask_columns(logits, valid_items)
+    return softmax_cross_entropy(logits, positive_ids)
+
+
+def sampled_softmax_loss(
+    query: tf.Tensor,
+    positive: tf.Tensor,
+    positive_ids: tf.Tensor,
+    negatives: tf.Tensor,
+    negative_ids: tf.Tensor,
+    *,
+    temperature: float = 1.0,
+    positive_log_expected_count: tf.Tensor | None = None,
+    negative_log_expected_count: tf.Tensor | None = None,
+    remove_accidental_hits: bool = True,
+) -> tf.Tensor:
+    """Sampled softmax with logQ correction (Bengio & Senecal 2008; Jean et al. 2015;
+    Yi et al. RecSys 2019 §3; SSM paper §4.4.2 for unigram^β proposals).
+
+    Logits over the positive and N sampled negatives, positive in column 0::
+
+        l_0 = s(q, c⁺)/τ [− log(N·Q(c⁺)) if positive_log_expected_count is given],
+        l_k = s(q, n_k)/τ − log(N·Q(n_k)),   negatives equal to c⁺ masked,
+        ℓ = −log softmax(l)_0
+
+    Without correcting the positive, ``e^{l_0} + Σ_k e^{l_k}`` is an unbiased estimate of the
+    full partition function (importance sampling of the items other than c⁺), so ℓ and ∇ℓ
+    converge to full softmax as N grows; without the negatives' correction the model learns
+    ``s − log Q`` instead of ``s`` (tests/losses/test_sampled_softmax.py checks both).
+
+    Args:
+        query: [B, d]; positive: [B, d]; positive_ids: [B].
+        negatives: [N, d] shared by the batch, or [B, N, d] per example.
+        negative_ids: [N] or [B, N].
+        temperature: τ.
+        positive_log_expected_count: [B] ``log(N·Q(c⁺))``; None = no correction.
+        negative_log_expected_count: [N] or [B, N]; None = no correction.
+        remove_accidental_hits: mask negatives equal to the example's positive.
+    Returns:
+        [B] losses.
+    """
+    positive_logits = steps.scale(tf.reduce_sum(query * positive, axis=-1), temperature)
+    if negatives.shape.rank == 2:
+        negative_logits = tf.matmul(query, negatives, transpose_b=True)
+    else:
+        negative_logits = tf.einsum("bd,bnd->bn", query, negatives)
+    negative_logits = steps.scale(negative_logits, temperature)
+    if positive_log_expected_count is not None:
+        positive_logits = positive_logits - tf.cast(positive_log_expected_count, positive_logits.dtype)
+    if negative_log_expected_count is not None:
+        negative_logits = steps.subtract_log_expected_count(negative_logits, negative_log_expected_count)
+    if remove_accidental_hits:
+        negative_logits = steps.mask_accidental_hits(negative_logits, positive_ids, negative_ids)
+    logits = tf.concat([positive_logits[:, tf.newaxis], negative_logits], axis=1)
+    return softmax_cross_entropy(logits, tf.zeros_like(positive_ids))
+
+
+def in_batch_softmax_loss(
+    query: tf.Tensor,
+    candidates: tf.Tensor,
+    candidate_ids: tf.Tensor,
+    *,
+    positive_index: tf.Tensor | None = None,
+    temperature: float = 1.0,
+    candidate_log_expected_count: tf.Tensor | None = None,
+    remove_duplicates: bool = True,
+) -> tf.Tensor:
+    """In-batch sampled softmax, "SSM" (SSM paper §2, Eq. 3; Yi et al. RecSys 2019 Eq. 3).
+
+    The positives of the batch (possibly gathered from all replicas, possibly followed by
+    extra sampled items: *mixed negative sampling*, Yang et al. WWW'20) are every row's
+    candidates::
+
+        l_ij = s(q_i, c_j)/τ − log E[count of c_j],   ℓ_i = −log softmax(l_i)_{pos(i)}
+
+    In-batch candidates are drawn in proportion to item frequency, so with logQ correction
+    the expected count of item j among B positives is ``B·p_j``; for mixed negatives use the
+    expected count in the union, ``B·p_j + N·Q(j)``, for every column holding item j.
+
+    Args:
+        query: [B, d].
+        candidates: [M, d], M >= B (batch positives first by default, then extra negatives).
+        candidate_ids: [M] item ids of the candidates.
+        positive_index: [B] column of each row's positive; default ``range(B)``.
+        temperature: τ (SSM paper: 0.1–0.2 with cosine similarity).
+        candidate_log_expected_count: [M] log expected counts; None = no logQ correction.
+        remove_duplicates: mask other columns holding the row's own positive item.
+    Returns:
+        [B] losses.
+    """
+    if positive_index is None:
+        positive_index = tf.range(tf.shape(query)[0])
+    positive_index = tf.cast(positive_index, tf.int32)
+    logits = steps.scale(tf.matmul(query, candidates, transpose_b=True), temperature)
+    if candidate_log_expected_count is not None:
+        logits = steps.subtract_log_expected_count(logits, candidate_log_expected_count[tf.newaxis, :])
+    if remove_duplicates:
+        logits = steps.mask_duplicate_positives(logits, candidate_ids, positive_index)
+    return softmax_cross_entropy(logits, positive_index)
