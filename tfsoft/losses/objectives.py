@@ -176,6 +176,9 @@ class InBatchSoftmax(RetrievalLoss):
         num_uniform_negatives: extra uniformly sampled items shared by the batch (mixed
             negative sampling, Yang et al. WWW'20); 0 = pure in-batch.
         cross_replica: under a distribution strategy, use every replica's positives.
+        frequency: where ``p_j`` comes from: ``counts`` (training item counts, known up front)
+            or ``streaming`` (Yi et al. 2019 Algorithm 2, estimated during training; see
+            :class:`tfsoft.sampling.StreamingFrequencyEstimator`).
     """
 
     temperature: float = 0.1
@@ -183,11 +186,14 @@ class InBatchSoftmax(RetrievalLoss):
     remove_duplicates: bool = True
     num_uniform_negatives: int = 0
     cross_replica: bool = True
+    frequency: str = "counts"
     name = "in_batch"
 
     def __post_init__(self) -> None:
         _check_positive("temperature", self.temperature)
         _check_count("num_uniform_negatives", self.num_uniform_negatives, 0)
+        if self.frequency not in ("counts", "streaming"):
+            raise ConfigError(f"frequency must be 'counts' or 'streaming'; got {self.frequency!r}")
 
     def samplers(self):
         return {"mixed": SamplerSpec("uniform")} if self.num_uniform_negatives else {}

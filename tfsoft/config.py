@@ -1,0 +1,143 @@
+"""The configuration schema: one pydantic model per YAML section; every default lives here.
+
+Parsed once at the edge (CLI, benchmarks) into typed objects; library code takes explicit
+arguments. Unknown keys, wrong types and out-of-range values are errors that name the key and
+the allowed values (:func:`load_config`, :func:`parse_config`).
+
+The key names below are a public contract (``data.path``, ``model.query_tower``,
+``loss.name``, ``loss.temperature``, ``loss.log_q_correction``, ``loss.num_negatives``,
+``train.epochs``, ``train.batch_size``, ``train.learning_rate``, ``train.seed``,
+``distribute.strategy``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tfsoft.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str = Field("lastfm_small", description="CSV/Parquet path or a registered dataset name")
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: Optional[str] = None
+    weight_column: Optional[str] = None
+    delimiter: Optional[str] = None
+    split: Literal["leave_one_out", "ratio", "temporal"] = "leave_one_out"
+    window: Optional[int] = Field(None, ge=3, description="leave-one-out over windows of this length (CSRec)")
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    max_history: int = Field(20, ge=1, le=1000)
+    min_user_interactions: int = Field(0, ge=0)
+    min_item_interactions: int = Field(0, ge=0)
+    example_mode: Literal["position", "user"] = "position"
+
+
+class ModelConfig(_Section):
+    query_tower: Literal["id", "history_pooling"] = "history_pooling"
+    embedding_dim: int = Field(64, ge=1, le=4096)
+    similarity: Literal["dot", "cosine"] = "cosine"
+    score_similarity: Optional[Literal["dot", "cosine"]] = None
+    history_exponent: float = Field(1.0, ge=0, le=1, description="α1 of the history pooling tower")
+    use_user_embedding: bool = False
+    tie_item_embeddings: bool = True
+    l2: float = Field(0.0, ge=0)
+
+
+class LossConfig(_Section):
+    name: Literal["full_softmax", "sampled_softmax", "in_batch", "bpr", "bce"] = "in_batch"
+    temperature: float = Field(0.1, gt=0)
+    log_q_correction: bool = False
+    num_negatives: Optional[int] = Field(None, ge=1, description="sampled/BPR/BCE negatives; in_batch: extra uniform (mixed) negatives")
+    proposal: Literal["uniform", "unigram", "log_uniform"] = "unigram"
+    beta: float = Field(1.0, ge=0, le=1)
+    shared_negatives: bool = True
+    remove_accidental_hits: bool = True
+    remove_duplicates: bool = True
+    frequency_estimation: Literal["counts", "streaming"] = Field("counts", description="in_batch logQ: item counts or streaming estimate (Yi et al. 2019)")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    seed: int = 0
+    early_stopping_patience: Optional[int] = Field(5, ge=1)
+    monitor: str = "val_ndcg@10"
+    steps_per_epoch: Optional[int] = Field(None, ge=1)
+
+
+class EvaluationConfig(_Section):
+    ks: tuple[int, ...] = (10, 20)
+    exclude_seen: Optional[bool] = Field(None, description="default: on for ratio/temporal, off for leave-one-out")
+
+    @model_validator(mode="after")
+    def _positive_ks(self):
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive cut-offs; got {list(self.ks)}")
+        return self
+
+
+class DistributeConfig(_Section):
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    distribute: DistributeConfig = DistributeConfig()
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            section = item["loc"][:-1]
+            model = Config
+            for part in section:
+                model = model.model_fields[part].annotation
+            allowed = ", ".join(model.model_fields)
+            lines.append(f"unknown key '{key}'; allowed keys{' in ' + '.'.join(section) if section else ''}: {allowed}")
+        elif item["type"] == "literal_error":
+            lines.append(f"'{key}': got {item['input']!r}; {item['msg'].lower()}")
+        else:
+            lines.append(f"'{key}': {item['msg']} (got {item.get('input')!r})")
+    return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_config(payload: dict | None, source: str = "configuration") -> Config:
+    """Validate a nested dict (e.g. parsed YAML) into a :class:`Config`."""
+    try:
+        return Config.model_validate(payload or {})
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        payload = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
+    if payload is not None and not isinstance(payload, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections; got {type(payload).__name__}")
+    return parse_config(payload, f"'{path}'")
