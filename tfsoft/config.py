@@ -51,7 +51,7 @@ class ModelConfig(_Section):
     score_similarity: Optional[Literal["dot", "cosine"]] = None
     history_exponent: float = Field(1.0, ge=0, le=1, description="α1 of the history pooling tower")
     use_user_embedding: bool = False
-    tie_item_embeddings: bool = True
+    tie_item_embeddings: bool = Field(False, description="share the item table between history and candidate towers (off: items do not repeat in most logs, and a tied query sits next to its own history)")
     l2: float = Field(0.0, ge=0)
 
 

@@ -98,3 +98,8 @@ def next_item_examples(
     inputs = Ragged.from_rows([train[i][:-1] for i in keep])
     outputs = Ragged.from_rows([train[i][1:] for i in keep])
     return NextItemExamples(users[keep], left_pad(inputs, max_history), left_pad(outputs, max_history), None)
+
+
+def query_features(user: np.ndarray, history: Ragged, max_history: int) -> dict[str, np.ndarray]:
+    """Features of evaluation/serving queries: user index and left-padded recent history."""
+    return {"user": np.asarray(user, dtype=np.int64), "history": left_pad(history, max_history)}

@@ -1,0 +1,156 @@
+"""One training run from a :class:`tfsoft.config.Config`: data -> model -> fit -> evaluation.
+
+This is the library entry point the CLI and the benchmarks call; it builds the objects from
+the typed configuration and leaves the Keras ``fit`` loop untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfsoft import losses as loss_objectives
+from tfsoft.backend import keras, tf
+from tfsoft.config import Config, DataConfig, LossConfig
+from tfsoft.data import (
+    ColumnSpec, DATASETS, PreparedData, SplitSpec, load_dataset, make_dataset, next_item_examples, prepare,
+    read_interactions,
+)
+from tfsoft.evaluation import EvaluationResult
+from tfsoft.model import TwoTowerModel
+from tfsoft.towers import HistoryPoolingTower, IdTower
+from tfsoft.validation import RankingValidation, evaluate_model
+
+
+def load_interactions(config: DataConfig):
+    """The canonical interactions table named by ``data.path`` (dataset name or file)."""
+    if config.path in DATASETS:
+        return load_dataset(config.path)
+    columns = ColumnSpec(user=config.user_column, item=config.item_column, time=config.time_column,
+                         weight=config.weight_column)
+    return read_interactions(config.path, columns, delimiter=config.delimiter)
+
+
+def prepare_data(config: DataConfig) -> PreparedData:
+    """Read, filter, index and split the data of a config."""
+    spec = SplitSpec(protocol=config.split, window=config.window, ratios=config.ratios, seed=0,
+                     validation_fraction=config.validation_fraction, test_fraction=config.test_fraction)
+    return prepare(load_interactions(config), spec, min_user_interactions=config.min_user_interactions,
+                   min_item_interactions=config.min_item_interactions)
+
+
+def build_loss(config: LossConfig) -> loss_objectives.RetrievalLoss:
+    """The retrieval objective named by ``loss.name`` with its parameters."""
+    if config.name == "full_softmax":
+        return loss_objectives.FullSoftmax(temperature=config.temperature)
+    if config.name == "sampled_softmax":
+        return loss_objectives.SampledSoftmax(
+            num_negatives=config.num_negatives or 256, proposal=config.proposal, beta=config.beta,
+            shared_negatives=config.shared_negatives, temperature=config.temperature,
+            log_q=config.log_q_correction, remove_accidental_hits=config.remove_accidental_hits)
+    if config.name == "in_batch":
+        return loss_objectives.InBatchSoftmax(
+            temperature=config.temperature, log_q=config.log_q_correction,
+            remove_duplicates=config.remove_duplicates, num_uniform_negatives=config.num_negatives or 0,
+            frequency=config.frequency_estimation)
+    if config.name == "bpr":
+        return loss_objectives.BPR(num_negatives=config.num_negatives or 1)
+    return loss_objectives.BCE(num_negatives=config.num_negatives or 4)
+
+
+def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
+    """Towers + objective -> :class:`TwoTowerModel` (call inside the strategy's scope)."""
+    dim, num_items = config.model.embedding_dim, prepared.items.num_indices
+    candidate = IdTower(num_items, dim, feature="item", l2=config.model.l2, name="candidate_tower")
+    if config.model.query_tower == "id":
+        query = IdTower(prepared.users.num_indices, dim, feature="user", l2=config.model.l2, name="query_tower")
+    else:
+        query = HistoryPoolingTower(
+            num_items, dim,
+            num_users=prepared.users.num_indices if config.model.use_user_embedding else 0,
+            history_exponent=config.model.history_exponent, l2=config.model.l2,
+            item_embedding=candidate.embedding if config.model.tie_item_embeddings else None,
+            name="query_tower")
+    return TwoTowerModel(query, candidate, build_loss(config.loss), num_items=num_items,
+                         item_counts=prepared.item_counts, similarity=config.model.similarity,
+                         score_similarity=config.model.score_similarity, seed=config.train.seed)
+
+
+def training_examples(config: Config, prepared: PreparedData) -> dict[str, np.ndarray]:
+    """Next-item examples as feature arrays; an id query tower trains on every interaction."""
+    split = prepared.split
+    min_history = 0 if config.model.query_tower == "id" else 1
+    examples = next_item_examples(split.train, split.train_user, config.data.max_history,
+                                  mode=config.data.example_mode, min_history=min_history)
+    features = examples.as_features()
+    if prepared.train_weights is not None and examples.row is not None:
+        features["weight"] = prepared.train_weights.values[examples.row].astype(np.float32)
+    return features
+
+
+def make_strategy(name: str):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(config: Config):
+    optimizers = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad, "sgd": keras.optimizers.SGD}
+    return optimizers[config.train.optimizer](learning_rate=config.train.learning_rate)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model, the data it used, per-epoch logs and final metrics."""
+
+    model: TwoTowerModel
+    prepared: PreparedData
+    history: dict[str, list[float]]
+    validation: EvaluationResult
+    test: EvaluationResult
+    best_epoch: int
+    train_seconds: float
+    examples: int
+    extra: dict = field(default_factory=dict)
+
+
+def exclude_seen(config: Config) -> bool:
+    if config.evaluation.exclude_seen is not None:
+        return config.evaluation.exclude_seen
+    return config.data.split != "leave_one_out"
+
+
+def train(config: Config, *, prepared: PreparedData | None = None, callbacks=(), verbose: int = 0) -> TrainResult:
+    """Train with ``fit`` (best epoch by ``train.monitor`` on validation), then evaluate the
+    restored best model on validation and test with the full-ranking protocol."""
+    keras.utils.set_random_seed(config.train.seed)
+    prepared = prepared or prepare_data(config.data)
+    features = training_examples(config, prepared)
+    strategy = make_strategy(config.distribute.strategy)
+    replicas = strategy.num_replicas_in_sync
+    dataset = make_dataset(features, config.train.batch_size, seed=config.train.seed, drop_remainder=replicas > 1)
+    with strategy.scope():
+        model = build_model(config, prepared)
+        model.compile(optimizer=make_optimizer(config))
+    validation = RankingValidation(prepared.split.validation, max_history=config.data.max_history,
+                                   ks=config.evaluation.ks, exclude_seen=exclude_seen(config))
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=config.train.monitor, mode="max" if "loss" not in config.train.monitor else "min",
+        patience=config.train.early_stopping_patience or config.train.epochs, restore_best_weights=True)
+    started = time.perf_counter()
+    history = model.fit(dataset, epochs=config.train.epochs, validation_data=validation,
+                        callbacks=[stopper, *callbacks], verbose=verbose,
+                        steps_per_epoch=config.train.steps_per_epoch)
+    seconds = time.perf_counter() - started
+    evaluate = dict(max_history=config.data.max_history, ks=config.evaluation.ks,
+                    exclude_seen=exclude_seen(config), item_counts=prepared.item_counts)
+    return TrainResult(
+        model=model, prepared=prepared, history={k: [float(x) for x in v] for k, v in history.history.items()},
+        validation=evaluate_model(model, prepared.split.validation, **evaluate),
+        test=evaluate_model(model, prepared.split.test, **evaluate),
+        best_epoch=int(stopper.best_epoch) + 1, train_seconds=seconds, examples=len(features["target"]),
+    )
