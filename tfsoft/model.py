@@ -124,6 +124,8 @@ class TwoTowerModel(keras.Model):
     def call(self, features, training=False):
         """Query embeddings for scoring (normalised when ``score_similarity`` is cosine)."""
         query = self.query_tower(features, training=training)
+        if query.shape.rank == 3:  # a query per position: the last one has read the whole history
+            query = query[:, -1]
         return prepare_embeddings(query, self.score_similarity) if self.score_similarity == "cosine" else query
 
     def candidate_embeddings(self, ids=None):

@@ -20,7 +20,7 @@ from tfsoft.data import (
 )
 from tfsoft.evaluation import EvaluationResult
 from tfsoft.model import TwoTowerModel
-from tfsoft.towers import HistoryPoolingTower, IdTower
+from tfsoft.towers import GRUTower, HistoryPoolingTower, IdTower, SASRecTower
 from tfsoft.validation import RankingValidation, evaluate_model
 
 
@@ -64,14 +64,25 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     """Towers + objective -> :class:`TwoTowerModel` (call inside the strategy's scope)."""
     dim, num_items = config.model.embedding_dim, prepared.items.num_indices
     candidate = IdTower(num_items, dim, feature="item", l2=config.model.l2, name="candidate_tower")
+    shared = candidate.embedding if config.model.tie_item_embeddings else None
+    output = "sequence" if config.data.example_mode == "user" else "last"
     if config.model.query_tower == "id":
         query = IdTower(prepared.users.num_indices, dim, feature="user", l2=config.model.l2, name="query_tower")
+    elif config.model.query_tower == "gru":
+        query = GRUTower(num_items, dim, hidden_units=config.model.hidden_units, num_layers=config.model.num_layers,
+                         dropout=0.5 if config.model.dropout is None else config.model.dropout, output=output,
+                         l2=config.model.l2, item_embedding=shared, name="query_tower")
+    elif config.model.query_tower == "sasrec":
+        query = SASRecTower(num_items, dim, max_length=config.data.max_history, num_blocks=config.model.num_layers,
+                            num_heads=config.model.num_heads,
+                            dropout=0.3 if config.model.dropout is None else config.model.dropout, output=output,
+                            l2=config.model.l2, item_embedding=shared, name="query_tower")
     else:
         query = HistoryPoolingTower(
             num_items, dim,
             num_users=prepared.users.num_indices if config.model.use_user_embedding else 0,
             history_exponent=config.model.history_exponent, l2=config.model.l2,
-            item_embedding=candidate.embedding if config.model.tie_item_embeddings else None,
+            item_embedding=shared,
             name="query_tower")
     return TwoTowerModel(query, candidate, build_loss(config.loss), num_items=num_items,
                          item_counts=prepared.item_counts, similarity=config.model.similarity,

@@ -1,6 +1,8 @@
 """Query and candidate encoders. Towers know nothing about losses."""
 
+from tfsoft.towers.gru import GRUTower
 from tfsoft.towers.history_pooling import HistoryPoolingTower
 from tfsoft.towers.id_tower import IdTower, make_embedding
+from tfsoft.towers.sasrec import SASRecTower
 
-__all__ = ["HistoryPoolingTower", "IdTower", "make_embedding"]
+__all__ = ["GRUTower", "HistoryPoolingTower", "IdTower", "SASRecTower", "make_embedding"]
