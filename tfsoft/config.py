@@ -45,7 +45,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    query_tower: Literal["id", "history_pooling", "gru", "sasrec"] = "history_pooling"
+    query_tower: Literal["id", "history_pooling", "gru", "sasrec", "lightgcn"] = "history_pooling"
     embedding_dim: int = Field(64, ge=1, le=4096)
     similarity: Literal["dot", "cosine"] = "cosine"
     score_similarity: Optional[Literal["dot", "cosine"]] = None
@@ -53,7 +53,7 @@ class ModelConfig(_Section):
     use_user_embedding: bool = False
     tie_item_embeddings: bool = Field(False, description="share the item table between history and candidate towers (off: items do not repeat in most logs, and a tied query sits next to its own history)")
     l2: float = Field(0.0, ge=0)
-    num_layers: int = Field(2, ge=1, le=16, description="GRU layers / SASRec blocks")
+    num_layers: int = Field(2, ge=1, le=16, description="GRU layers / SASRec blocks / LightGCN propagation layers")
     num_heads: int = Field(2, ge=1, le=64, description="SASRec attention heads")
     dropout: Optional[float] = Field(None, ge=0, lt=1, description="default: 0.5 for gru, 0.3 for sasrec (CSRec settings)")
     hidden_units: Optional[int] = Field(None, ge=1, description="GRU state size (default embedding_dim)")

@@ -20,7 +20,9 @@ from tfsoft.data import (
 )
 from tfsoft.evaluation import EvaluationResult
 from tfsoft.model import TwoTowerModel
-from tfsoft.towers import GRUTower, HistoryPoolingTower, IdTower, SASRecTower
+from tfsoft.towers import (
+    GRUTower, HistoryPoolingTower, IdTower, LightGCNEncoder, LightGCNItemTower, LightGCNUserTower, SASRecTower,
+)
 from tfsoft.validation import RankingValidation, evaluate_model
 
 
@@ -66,7 +68,13 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     candidate = IdTower(num_items, dim, feature="item", l2=config.model.l2, name="candidate_tower")
     shared = candidate.embedding if config.model.tie_item_embeddings else None
     output = "sequence" if config.data.example_mode == "user" else "last"
-    if config.model.query_tower == "id":
+    if config.model.query_tower == "lightgcn":
+        split = prepared.split
+        encoder = LightGCNEncoder(prepared.users.num_indices, num_items, dim, config.model.num_layers,
+                                  users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
+                                  l2=config.model.l2, name="lightgcn")
+        query, candidate = LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
+    elif config.model.query_tower == "id":
         query = IdTower(prepared.users.num_indices, dim, feature="user", l2=config.model.l2, name="query_tower")
     elif config.model.query_tower == "gru":
         query = GRUTower(num_items, dim, hidden_units=config.model.hidden_units, num_layers=config.model.num_layers,
@@ -92,7 +100,7 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
 def training_examples(config: Config, prepared: PreparedData) -> dict[str, np.ndarray]:
     """Next-item examples as feature arrays; an id query tower trains on every interaction."""
     split = prepared.split
-    min_history = 0 if config.model.query_tower == "id" else 1
+    min_history = 0 if config.model.query_tower in ("id", "lightgcn") else 1
     examples = next_item_examples(split.train, split.train_user, config.data.max_history,
                                   mode=config.data.example_mode, min_history=min_history)
     features = examples.as_features()

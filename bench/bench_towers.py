@@ -1,0 +1,105 @@
+"""Towers on lastfm_small, several seeds, full-ranking test metrics (mean ± std).
+
+Part "sequential": the CSRec protocol (leave-one-out over windows of 20), in-batch SSM, GRU4Rec
+and SASRec towers, next to the CSRec paper's Base rows and TFRS's sequential recipe.
+Part "graph": per-user 8:1:1 ratio split with seen items excluded (the SSM paper's protocol):
+MF + SSM, LightGCN + SSM, LightGCN + BPR.
+
+    .venv/bin/python bench/bench_towers.py --part sequential --seeds 0 1 2
+    .venv/bin/python bench/bench_towers.py --part graph --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import machine, mean_std, write_result  # noqa: E402
+
+from tfsoft.config import parse_config  # noqa: E402
+from tfsoft.training import prepare_data, train  # noqa: E402
+
+SEQUENTIAL_DATA = {"path": "lastfm_small", "split": "leave_one_out", "window": 20, "max_history": 20}
+GRAPH_DATA = {"path": "lastfm_small", "split": "ratio", "ratios": [0.8, 0.1, 0.1], "max_history": 20}
+
+PARTS = {
+    "sequential": {
+        "gru4rec_ssm": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
+                        "model": {"query_tower": "gru", "embedding_dim": 64, "num_layers": 2, "dropout": 0.5},
+                        "loss": {"name": "in_batch", "temperature": 0.05}},
+        "sasrec_ssm": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
+                       "model": {"query_tower": "sasrec", "embedding_dim": 64, "num_layers": 2, "num_heads": 2,
+                                 "dropout": 0.3},
+                       "loss": {"name": "in_batch", "temperature": 0.05}},
+    },
+    "graph": {
+        "mf_ssm": {"data": GRAPH_DATA, "model": {"query_tower": "id", "embedding_dim": 64},
+                   "loss": {"name": "in_batch", "temperature": 0.1}},
+        "lightgcn_ssm": {"data": GRAPH_DATA, "model": {"query_tower": "lightgcn", "embedding_dim": 64, "num_layers": 3},
+                         "loss": {"name": "in_batch", "temperature": 0.1}},
+        "lightgcn_bpr": {"data": GRAPH_DATA, "model": {"query_tower": "lightgcn", "embedding_dim": 64, "num_layers": 3,
+                                                       "similarity": "dot"},
+                         "loss": {"name": "bpr", "num_negatives": 1}},
+    },
+}
+
+REFERENCES = {
+    "sequential": {
+        "csrec_paper_base": {"gru4rec": {"recall@10": 0.16683, "ndcg@10": 0.10081},
+                             "sasrec": {"recall@10": 0.20350, "ndcg@10": 0.11432}},
+        "tfrs_gru_recipe": {"recall@10": 0.1781, "ndcg@10": 0.1089},
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--part", choices=list(PARTS), required=True)
+    parser.add_argument("--variants", nargs="*", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = args.out or f"bench/results/towers_{args.part}_lastfm.json"
+    variants = {name: spec for name, spec in PARTS[args.part].items() if not args.variants or name in args.variants}
+    results, prepared_cache = {}, {}
+    for name, spec in variants.items():
+        runs = []
+        for seed in args.seeds:
+            payload = copy.deepcopy(spec)
+            payload["train"] = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": 1e-3,
+                                "early_stopping_patience": args.patience, "seed": seed}
+            config = parse_config(payload)
+            key = config.data.model_dump_json()
+            prepared_cache.setdefault(key, prepare_data(config.data))
+            started = time.perf_counter()
+            result = train(config, prepared=prepared_cache[key])
+            runs.append({"seed": seed, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+                         "seconds": time.perf_counter() - started, "test": result.test.metrics,
+                         "validation": result.validation.metrics,
+                         "test_long_tail_recall@10": result.test.long_tail_recall[10]})
+            print(f"{name:14s} seed {seed}: test recall@10 {result.test.metrics['recall@10']:.4f} "
+                  f"ndcg@10 {result.test.metrics['ndcg@10']:.4f} (best epoch {result.best_epoch}, "
+                  f"{result.train_seconds:.0f}s)", flush=True)
+        results[name] = {"config": spec,
+                         "test_recall@10": mean_std(r["test"]["recall@10"] for r in runs),
+                         "test_ndcg@10": mean_std(r["test"]["ndcg@10"] for r in runs),
+                         "test_recall@20": mean_std(r["test"]["recall@20"] for r in runs),
+                         "test_ndcg@20": mean_std(r["test"]["ndcg@20"] for r in runs),
+                         "runs": runs}
+    write_result(out, {"benchmark": f"towers on lastfm_small ({args.part})", "machine": machine(),
+                       "seeds": args.seeds, "max_epochs": args.epochs, "patience": args.patience,
+                       "batch_size": args.batch_size, "optimizer": "Adam 1e-3",
+                       "references": REFERENCES.get(args.part, {}), "results": results})
+
+
+if __name__ == "__main__":
+    main()
