@@ -1,5 +1,6 @@
 """Query and candidate encoders. Towers know nothing about losses."""
 
+from tfsoft.towers.features import FeatureTower
 from tfsoft.towers.gru import GRUTower
 from tfsoft.towers.history_pooling import HistoryPoolingTower
 from tfsoft.towers.id_tower import IdTower, make_embedding
@@ -7,6 +8,6 @@ from tfsoft.towers.lightgcn import LightGCNEncoder, LightGCNItemTower, LightGCNU
 from tfsoft.towers.sasrec import SASRecTower
 
 __all__ = [
-    "GRUTower", "HistoryPoolingTower", "IdTower", "LightGCNEncoder", "LightGCNItemTower", "LightGCNUserTower",
+    "FeatureTower", "GRUTower", "HistoryPoolingTower", "IdTower", "LightGCNEncoder", "LightGCNItemTower", "LightGCNUserTower",
     "SASRecTower", "make_embedding", "normalized_adjacency",
 ]
