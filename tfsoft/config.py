@@ -26,6 +26,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FeatureFileConfig(_Section):
+    """Per-id side features in their own file (e.g. ml-100k.item), joined by id."""
+
+    path: str = Field(..., description="CSV/TSV path; a bare file name is also looked up in the data folders")
+    id_column: str
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    multivalued: dict[str, str] = Field(default_factory=dict, description="column -> token separator")
+
+
 class DataConfig(_Section):
     path: str = Field("lastfm_small", description="CSV/Parquet path or a registered dataset name")
     user_column: str = "user_id"
@@ -42,10 +52,13 @@ class DataConfig(_Section):
     min_user_interactions: int = Field(0, ge=0)
     min_item_interactions: int = Field(0, ge=0)
     example_mode: Literal["position", "user"] = "position"
+    user_features: Optional[FeatureFileConfig] = None
+    item_features: Optional[FeatureFileConfig] = None
 
 
 class ModelConfig(_Section):
-    query_tower: Literal["id", "history_pooling", "gru", "sasrec", "lightgcn"] = "history_pooling"
+    query_tower: Literal["id", "history_pooling", "gru", "sasrec", "lightgcn", "features"] = "history_pooling"
+    candidate_tower: Literal["id", "features"] = Field("id", description="features: item id + data.item_features")
     embedding_dim: int = Field(64, ge=1, le=4096)
     similarity: Literal["dot", "cosine"] = "cosine"
     score_similarity: Optional[Literal["dot", "cosine"]] = None

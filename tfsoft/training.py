@@ -6,22 +6,27 @@ the typed configuration and leaves the Keras ``fit`` loop untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from tfsoft import losses as loss_objectives
 from tfsoft.backend import keras, tf
-from tfsoft.config import Config, DataConfig, LossConfig
+from tfsoft.config import Config, DataConfig, FeatureFileConfig, LossConfig
 from tfsoft.data import (
     ColumnSpec, DATASETS, PreparedData, SplitSpec, load_dataset, make_dataset, next_item_examples, prepare,
     read_interactions,
 )
+from tfsoft.data.features import build_feature_table, read_feature_file
+from tfsoft.data.registry import data_dir_candidates
+from tfsoft.errors import ConfigError
 from tfsoft.evaluation import EvaluationResult
 from tfsoft.model import TwoTowerModel
 from tfsoft.towers import (
-    GRUTower, HistoryPoolingTower, IdTower, LightGCNEncoder, LightGCNItemTower, LightGCNUserTower, SASRecTower,
+    FeatureTower, GRUTower, HistoryPoolingTower, IdTower, LightGCNEncoder, LightGCNItemTower, LightGCNUserTower, SASRecTower,
 )
 from tfsoft.validation import RankingValidation, evaluate_model
 
@@ -35,12 +40,30 @@ def load_interactions(config: DataConfig):
     return read_interactions(config.path, columns, delimiter=config.delimiter)
 
 
+def _feature_table(spec: FeatureFileConfig | None, vocabulary):
+    if spec is None:
+        return None
+    path = Path(spec.path)
+    if not path.is_file() and path.name == spec.path:
+        path = next((folder / spec.path for folder in data_dir_candidates() if (folder / spec.path).is_file()), path)
+    return build_feature_table(read_feature_file(path), spec.id_column, vocabulary, categorical=spec.categorical,
+                               numeric=spec.numeric, multivalued=dict(spec.multivalued), where=f"feature file '{path}'")
+
+
 def prepare_data(config: DataConfig) -> PreparedData:
-    """Read, filter, index and split the data of a config."""
+    """Read, filter, index and split the data of a config, and join its side features."""
     spec = SplitSpec(protocol=config.split, window=config.window, ratios=config.ratios, seed=0,
                      validation_fraction=config.validation_fraction, test_fraction=config.test_fraction)
-    return prepare(load_interactions(config), spec, min_user_interactions=config.min_user_interactions,
-                   min_item_interactions=config.min_item_interactions)
+    prepared = prepare(load_interactions(config), spec, min_user_interactions=config.min_user_interactions,
+                       min_item_interactions=config.min_item_interactions)
+    return dataclasses.replace(prepared, user_features=_feature_table(config.user_features, prepared.users),
+                               item_features=_feature_table(config.item_features, prepared.items))
+
+
+def _require_features(table, kind: str, key: str):
+    if table is None:
+        raise ConfigError(f"model.{key} is 'features' but data.{kind}_features is not set")
+    return table
 
 
 def build_loss(config: LossConfig) -> loss_objectives.RetrievalLoss:
@@ -65,8 +88,13 @@ def build_loss(config: LossConfig) -> loss_objectives.RetrievalLoss:
 def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     """Towers + objective -> :class:`TwoTowerModel` (call inside the strategy's scope)."""
     dim, num_items = config.model.embedding_dim, prepared.items.num_indices
-    candidate = IdTower(num_items, dim, feature="item", l2=config.model.l2, name="candidate_tower")
-    shared = candidate.embedding if config.model.tie_item_embeddings else None
+    if config.model.candidate_tower == "features":
+        candidate = FeatureTower(_require_features(prepared.item_features, "item", "candidate_tower"), dim,
+                                 feature="item", l2=config.model.l2, name="candidate_tower")
+    else:
+        candidate = IdTower(num_items, dim, feature="item", l2=config.model.l2, name="candidate_tower")
+    item_table = candidate.id_embedding if isinstance(candidate, FeatureTower) else candidate.embedding
+    shared = item_table if config.model.tie_item_embeddings else None
     output = "sequence" if config.data.example_mode == "user" else "last"
     if config.model.query_tower == "lightgcn":
         split = prepared.split
@@ -74,6 +102,9 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
                                   users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
                                   l2=config.model.l2, name="lightgcn")
         query, candidate = LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
+    elif config.model.query_tower == "features":
+        query = FeatureTower(_require_features(prepared.user_features, "user", "query_tower"), dim, feature="user",
+                             l2=config.model.l2, name="query_tower")
     elif config.model.query_tower == "id":
         query = IdTower(prepared.users.num_indices, dim, feature="user", l2=config.model.l2, name="query_tower")
     elif config.model.query_tower == "gru":
@@ -100,7 +131,7 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
 def training_examples(config: Config, prepared: PreparedData) -> dict[str, np.ndarray]:
     """Next-item examples as feature arrays; an id query tower trains on every interaction."""
     split = prepared.split
-    min_history = 0 if config.model.query_tower in ("id", "lightgcn") else 1
+    min_history = 0 if config.model.query_tower in ("id", "lightgcn", "features") else 1
     examples = next_item_examples(split.train, split.train_user, config.data.max_history,
                                   mode=config.data.example_mode, min_history=min_history)
     features = examples.as_features()

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tfsoft.data.features import FeatureTable
 from tfsoft.data.filtering import KCoreReport, k_core
 from tfsoft.data.ragged import Ragged
 from tfsoft.data.splits import PROTOCOLS, Split, leave_one_out, ratio_split, temporal_split, time_quantiles
@@ -54,6 +55,7 @@ class PreparedData:
         train_weights: per training interaction weight (same layout as ``split.train``), or None.
         item_counts: [items.num_indices] training interactions per item index.
         k_core: what filtering removed.
+        user_features, item_features: optional side features aligned with the vocabularies.
     """
 
     interactions: pd.DataFrame
@@ -63,6 +65,8 @@ class PreparedData:
     train_weights: Ragged | None
     item_counts: np.ndarray
     k_core: KCoreReport
+    user_features: "FeatureTable | None" = None
+    item_features: "FeatureTable | None" = None
 
     def statistics(self) -> dict:
         lengths = self.interactions.groupby("user", sort=False).size()
