@@ -60,3 +60,24 @@ def test_ml100k_feature_files_load():
     vocab = Vocabulary.build(items["item_id"], name="item")
     table = build_feature_table(items, "item_id", vocab, categorical=("release_year",), multivalued={"class": " "})
     assert table.multivalued_sizes["class"] >= 19  # the 18 genres + unknown, + padding
+
+
+def test_feature_tower_pools_only_real_tokens_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary.build([10, 20, 30], name="item")
+    table = build_feature_table(ITEMS, "item", vocab, multivalued={"genres": " "})
+    tower = FeatureTower(table, dim=4, use_id=False, hidden_units=())
+    catalog = tower(tf.range(vocab.num_indices)).numpy()
+    genre_table = tower.multivalued["genres"].get_weights()[0]
+    kernel, bias = tower.projection.get_weights()
+    codes = table.multivalued["genres"]
+    for row in range(vocab.num_indices):
+        real = codes[row][codes[row] > 0]
+        pooled = genre_table[real].mean(0) if len(real) else np.zeros(genre_table.shape[1])
+        np.testing.assert_allclose(catalog[row], pooled @ kernel + bias, atol=1e-5)
+    module = tf.Module()
+    module.tower = tower
+    module.serve = tf.function(lambda ids: tower(ids), input_signature=[tf.TensorSpec([None], tf.int64)])
+    tf.saved_model.save(module, str(tmp_path / "features"))
+    loaded = tf.saved_model.load(str(tmp_path / "features"))
+    np.testing.assert_allclose(loaded.serve(tf.range(vocab.num_indices, dtype=tf.int64)).numpy(), catalog, atol=1e-6)
