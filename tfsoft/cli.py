@@ -2,6 +2,13 @@
 
 Commands:
     tfsoft describe DATASET   statistics and split sizes of a dataset (name or file path)
+    tfsoft train --config FILE.yaml --run-dir DIR [--set key=value ...] [--overwrite]
+                              train, evaluate and write a run directory (:mod:`tfsoft.runs`)
+    tfsoft evaluate --run-dir DIR [--split validation|test] [--checkpoint best|last]
+                              re-evaluate a saved run; prints the metrics as JSON
+
+Errors in the input (config, data, run directory) print ``tfsoft: error: ...`` and exit 2;
+Ctrl-C during training prints which checkpoints are usable and exits 130.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import json
 import sys
 from typing import Sequence
 
-from tfsoft.errors import TfsoftError
+from tfsoft.errors import TfsoftError, TrainingInterrupted
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +81,31 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from tfsoft.config import load_config
+
+    config = load_config(args.config, args.overrides or ())  # validated before TensorFlow loads
+    from tfsoft import runs
+
+    metrics = runs.train_run(config, args.run_dir, overwrite=args.overwrite)
+    print(f"run written to {args.run_dir} (best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+          f"{metrics['train_seconds']:.1f}s of training)")
+    for split in runs.SPLITS:
+        shown = "  ".join(f"{name} {metrics[split][name]:.4f}" for name in ("recall@10", "ndcg@10", "mrr@10",
+                                                                             "recall@20", "ndcg@20")
+                          if name in metrics[split])
+        print(f"  {split:<10} {shown}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tfsoft import runs
+
+    splits = [args.split] if args.split else list(runs.SPLITS)
+    print(json.dumps(runs.evaluate_run(args.run_dir, splits=splits, checkpoint=args.checkpoint), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfsoft", description="Train, evaluate and serve two-tower retrieval models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(describe)
     describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     describe.set_defaults(handler=_describe)
+
+    train = commands.add_parser("train", help="train a config into a run directory, then evaluate it",
+                                description="Train with fit, evaluate the best epoch on validation and test with "
+                                            "full ranking, and write config, vocabularies, checkpoints, "
+                                            "TensorBoard logs, history.csv, metrics.json and plots into --run-dir.")
+    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("--run-dir", required=True, help="directory to write; must be empty or absent")
+    train.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.epochs=3 (repeatable; YAML value parsing)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --run-dir")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="re-evaluate a saved run and print its metrics as JSON",
+                                   description="Rebuild data and model from the run's config.yaml, load a "
+                                               "checkpoint and print full-ranking metrics as JSON (the best "
+                                               "checkpoint reproduces metrics.json).")
+    evaluate.add_argument("--run-dir", required=True, help="a directory written by tfsoft train")
+    evaluate.add_argument("--split", choices=["validation", "test"], default=None, help="default: both")
+    evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                          help="which weights to load (default: best)")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 
@@ -89,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
+    except TrainingInterrupted as error:
+        print(f"tfsoft: interrupted: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("tfsoft: interrupted", file=sys.stderr)
+        return 130
     except TfsoftError as error:
         print(f"tfsoft: error: {error}", file=sys.stderr)
         return 2

@@ -12,9 +12,11 @@ The key names below are a public contract (``data.path``, ``model.query_tower``,
 
 from __future__ import annotations
 
+import copy
 import os
+import typing
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -94,6 +96,7 @@ class TrainConfig(_Section):
     early_stopping_patience: Optional[int] = Field(5, ge=1)
     monitor: str = "val_ndcg@10"
     steps_per_epoch: Optional[int] = Field(None, ge=1)
+    deterministic: bool = Field(True, description="tfsoft train/evaluate: deterministic TensorFlow ops (same seed -> same metrics)")
 
 
 class EvaluationConfig(_Section):
@@ -119,6 +122,14 @@ class Config(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     distribute: DistributeConfig = DistributeConfig()
 
+    @model_validator(mode="after")
+    def _monitor_is_reported(self):
+        reported = ["loss", *(f"val_{name}@{k}" for k in self.evaluation.ks
+                              for name in ("recall", "ndcg", "mrr", "hit_rate"))]
+        if self.train.monitor not in reported:
+            raise ValueError(f"train.monitor: got {self.train.monitor!r}; the epoch logs report {', '.join(reported)}")
+        return self
+
 
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = []
@@ -128,9 +139,11 @@ def _format_errors(error: ValidationError, source: str) -> str:
             section = item["loc"][:-1]
             model = Config
             for part in section:
-                model = model.model_fields[part].annotation
+                model = _section_model(model.model_fields[part].annotation)
             allowed = ", ".join(model.model_fields)
             lines.append(f"unknown key '{key}'; allowed keys{' in ' + '.'.join(section) if section else ''}: {allowed}")
+        elif not key:  # a check across sections (model_validator on Config)
+            lines.append(item["msg"].removeprefix("Value error, "))
         elif item["type"] == "literal_error":
             lines.append(f"'{key}': got {item['input']!r}; {item['msg'].lower()}")
         else:
@@ -146,8 +159,78 @@ def parse_config(payload: dict | None, source: str = "configuration") -> Config:
         raise ConfigError(_format_errors(error, source)) from None
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a YAML config file."""
+def _section_model(annotation):
+    """The pydantic section class behind a field annotation (``Optional[X]`` -> X), else None."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_mapping(annotation) -> bool:
+    return typing.get_origin(annotation) is dict or annotation is dict
+
+
+def _parse_value(text: str):
+    """A YAML scalar/flow value; text that is blank or not YAML (``,``, ``|``) stays a string."""
+    if not text.strip():
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(payload: dict | None, overrides: Sequence[str]) -> dict:
+    """Apply ``dotted.key=value`` overrides (the CLI's ``--set``) to a nested config dict.
+
+    The value is parsed as a YAML scalar or flow collection (``3`` -> int, ``false`` -> bool,
+    ``null`` -> None, ``[10, 20]`` -> list, ``1e-3`` -> the string "1e-3"), and pydantic then
+    coerces it to the field's type (``"1e-3"`` -> 0.001 for a float field) when the result is
+    validated with :func:`parse_config`; text that is not YAML stays a string. Keys are
+    checked against the schema: an unknown key is an error naming the key and the allowed ones.
+
+    Example:
+        >>> apply_overrides({"train": {"epochs": 40}}, ["train.epochs=3", "loss.log_q_correction=false"])
+        {'train': {'epochs': 3}, 'loss': {'log_q_correction': False}}
+
+    Returns:
+        A new dict; ``payload`` is not modified.
+    """
+    result = copy.deepcopy(payload or {})
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set expects dotted.key=value (e.g. train.epochs=3); got {override!r}")
+        model, node = Config, result  # model None: inside a free-form mapping (e.g. multivalued)
+        for depth, part in enumerate(parts):
+            dotted = ".".join(parts[: depth + 1])
+            if model is not None and part not in model.model_fields:
+                section = ".".join(parts[:depth])
+                raise ConfigError(f"--set {override}: unknown key '{dotted}'; allowed keys"
+                                  f"{' in ' + section if section else ''}: {', '.join(model.model_fields)}")
+            if depth == len(parts) - 1:
+                break
+            annotation = model.model_fields[part].annotation if model is not None else dict
+            child_model = _section_model(annotation)
+            if child_model is None and not _is_mapping(annotation):
+                raise ConfigError(f"--set {override}: '{dotted}' is a value, not a section; use --set {dotted}=VALUE")
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            model, node = child_model, node[part]
+        node[parts[-1]] = _parse_value(text)
+    return result
+
+
+def config_to_yaml(config: Config) -> str:
+    """The complete configuration (every default filled in) as YAML that :func:`load_config` reads back."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The raw mapping of a YAML config file (not validated yet: see :func:`parse_config`)."""
     path = Path(path)
     try:
         payload = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -157,4 +240,11 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
     if payload is not None and not isinstance(payload, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of sections; got {type(payload).__name__}")
-    return parse_config(payload, f"'{path}'")
+    return payload or {}
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a YAML config file, after applying ``dotted.key=value`` overrides."""
+    payload = apply_overrides(read_config_file(path), overrides)
+    source = f"'{path}'" + (" with --set " + " ".join(overrides) if overrides else "")
+    return parse_config(payload, source)

@@ -17,3 +17,11 @@ class DataError(TfsoftError, ValueError):
 
 class ConfigError(TfsoftError, ValueError):
     """A configuration value is unknown, of the wrong type or out of range."""
+
+
+class RunError(TfsoftError):
+    """A run directory is missing, incomplete, inconsistent with its data, or would be overwritten."""
+
+
+class TrainingInterrupted(TfsoftError):
+    """Training stopped on Ctrl-C (KeyboardInterrupt); the message says which checkpoints are usable."""

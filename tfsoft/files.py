@@ -7,11 +7,12 @@ atomic on POSIX file systems.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -40,3 +41,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """A temporary path, in the destination's directory and with its suffix, that is renamed
+    to ``path`` when the ``with`` block succeeds (and removed when it fails), for writers that
+    want a file name rather than bytes (``model.save_weights``, ``figure.savefig``).
+
+    Args:
+        path: the destination.
+        suffix: the temporary file's suffix, for writers that pick a format by it (default:
+            the destination's last suffix; Keras needs ``.weights.h5``).
+
+    Example:
+        >>> with atomic_output("run/checkpoints/last.weights.h5") as tmp:  # doctest: +SKIP
+        ...     model.save_weights(str(tmp))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as h5py want to create the file themselves
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

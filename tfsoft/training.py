@@ -22,6 +22,7 @@ from tfsoft.data import (
 )
 from tfsoft.data.features import build_feature_table, read_feature_file
 from tfsoft.data.registry import data_dir_candidates
+from tfsoft.determinism import make_deterministic
 from tfsoft.errors import ConfigError
 from tfsoft.evaluation import EvaluationResult
 from tfsoft.model import TwoTowerModel
@@ -174,10 +175,16 @@ def exclude_seen(config: Config) -> bool:
     return config.data.split != "leave_one_out"
 
 
-def train(config: Config, *, prepared: PreparedData | None = None, callbacks=(), verbose: int = 0) -> TrainResult:
+def train(config: Config, *, prepared: PreparedData | None = None, callbacks=(), verbose: int = 0,
+          deterministic: bool = False) -> TrainResult:
     """Train with ``fit`` (best epoch by ``train.monitor`` on validation), then evaluate the
-    restored best model on validation and test with the full-ranking protocol."""
-    keras.utils.set_random_seed(config.train.seed)
+    restored best model on validation and test with the full-ranking protocol.
+
+    Seeds Python, NumPy and TensorFlow with ``train.seed``. ``deterministic=True`` also turns
+    on deterministic TensorFlow ops for the whole process (:mod:`tfsoft.determinism`); it
+    covers every kernel created afterwards, so do it (or let ``tfsoft train`` do it) before
+    other TensorFlow work in the process."""
+    make_deterministic(config.train.seed, ops=deterministic)
     prepared = prepared or prepare_data(config.data)
     features = training_examples(config, prepared)
     strategy = make_strategy(config.distribute.strategy)
