@@ -78,3 +78,12 @@ def test_feature_tower_without_feature_file_is_a_config_error():
     config = parse_config({"model": {"candidate_tower": "features"}})
     with pytest.raises(ConfigError, match=r"model.candidate_tower is 'features' but data.item_features is not set"):
         build_model(config, prepare_data(config.data))
+
+
+def test_steps_per_epoch_repeats_the_data_instead_of_running_out():
+    # 3,646-item lastfm_small at batch 4096: ~12 batches per pass; 4 epochs of 5 steps need 20.
+    config = parse_config({**CONFIG, "model": {"embedding_dim": 8},
+                           "train": {"epochs": 4, "batch_size": 4096, "steps_per_epoch": 5,
+                                     "early_stopping_patience": None}})
+    result = train(config)
+    assert len(result.history["loss"]) == 4

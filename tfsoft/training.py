@@ -189,7 +189,10 @@ def train(config: Config, *, prepared: PreparedData | None = None, callbacks=(),
     features = training_examples(config, prepared)
     strategy = make_strategy(config.distribute.strategy)
     replicas = strategy.num_replicas_in_sync
-    dataset = make_dataset(features, config.train.batch_size, seed=config.train.seed, drop_remainder=replicas > 1)
+    # With train.steps_per_epoch an epoch is a number of steps, not a pass over the data: repeat
+    # the (reshuffled) examples so that fit never runs out of input.
+    dataset = make_dataset(features, config.train.batch_size, seed=config.train.seed, drop_remainder=replicas > 1,
+                           repeat=config.train.steps_per_epoch is not None)
     with strategy.scope():
         model = build_model(config, prepared)
         model.compile(optimizer=make_optimizer(config))
