@@ -28,15 +28,20 @@ from tfsoft.training import prepare_data, train  # noqa: E402
 SEQUENTIAL_DATA = {"path": "lastfm_small", "split": "leave_one_out", "window": 20, "max_history": 20}
 GRAPH_DATA = {"path": "lastfm_small", "split": "ratio", "ratios": [0.8, 0.1, 0.1], "max_history": 20}
 
+#: In-batch SSM (cosine, τ = 0.1) with 1,024 extra uniform negatives per batch (mixed negative
+#: sampling, Yang et al. WWW'20) and logQ correction of the union. Plain in-batch negatives
+#: (popular items only) reached 18.4-18.7 % Recall@10 with SASRec here; see the closing note.
+MIXED_SSM = {"name": "in_batch", "temperature": 0.1, "num_negatives": 1024, "log_q_correction": True}
+
 PARTS = {
     "sequential": {
         "gru4rec_ssm": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
                         "model": {"query_tower": "gru", "embedding_dim": 64, "num_layers": 2, "dropout": 0.5},
-                        "loss": {"name": "in_batch", "temperature": 0.05}},
+                        "loss": MIXED_SSM},
         "sasrec_ssm": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
                        "model": {"query_tower": "sasrec", "embedding_dim": 64, "num_layers": 2, "num_heads": 2,
                                  "dropout": 0.3},
-                       "loss": {"name": "in_batch", "temperature": 0.05}},
+                       "loss": MIXED_SSM},
     },
     "graph": {
         "mf_ssm": {"data": GRAPH_DATA, "model": {"query_tower": "id", "embedding_dim": 64},
@@ -65,7 +70,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = args.out or f"bench/results/towers_{args.part}_lastfm.json"

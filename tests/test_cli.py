@@ -224,3 +224,21 @@ def test_loss_configs_match_the_loss_benchmark_variants():
         assert {key: getattr(config.loss, key) for key in loss} == loss, name
         assert {key: getattr(config.model, key) for key in model} == model, name
         assert (config.model.query_tower, config.model.embedding_dim, config.data.window) == ("history_pooling", 64, 20)
+
+
+# ------------------------------------------------------------------------------ recommend
+def test_recommend_answers_a_retrieval_query_for_one_user(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["recommend", "--run-dir", str(run_dir), "--user", "1", "--k", "10", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["user"] == 1 and len(answer["items"]) == 10 and len(set(answer["items"])) == 10
+    assert answer["scores"] == sorted(answer["scores"], reverse=True)
+    assert not set(answer["items"]) & set(runs.prepare_data(load_config(run_dir / "config.yaml").data)
+                                          .interactions.query("user == 1")["item"])  # seen items skipped
+    assert None not in answer["items"]
+
+
+def test_recommend_unknown_user_is_a_clear_error(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["recommend", "--run-dir", str(run_dir), "--user", "no-such-user"]) == 2
+    assert "user 'no-such-user' is not in the run's user vocabulary" in capsys.readouterr().err

@@ -106,6 +106,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recommend(args: argparse.Namespace) -> int:
+    from tfsoft import runs
+
+    user = int(args.user) if args.user.lstrip("-").isdigit() else args.user
+    answer = runs.recommend(args.run_dir, user, k=args.k, exclude_seen=not args.include_seen)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"user {answer['user']}: recent history {answer['history'][-5:]}")
+    for rank, (item, score) in enumerate(zip(answer["items"], answer["scores"]), start=1):
+        print(f"  {rank:>3}. item {item}  score {score:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfsoft", description="Train, evaluate and serve two-tower retrieval models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", choices=["best", "last"], default="best",
                           help="which weights to load (default: best)")
     evaluate.set_defaults(handler=_evaluate)
+
+    recommend = commands.add_parser("recommend", help="top-k items for one user of a saved run",
+                                    description="Answer a retrieval query with a trained run: score the whole "
+                                                "catalog for the user's recent history and print the top k.")
+    recommend.add_argument("--run-dir", required=True, help="a directory written by tfsoft train")
+    recommend.add_argument("--user", required=True, help="raw user id, as in the data")
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--include-seen", action="store_true", help="do not skip items the user already has")
+    recommend.add_argument("--json", action="store_true", help="print JSON")
+    recommend.set_defaults(handler=_recommend)
     return parser
 
 

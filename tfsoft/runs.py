@@ -256,3 +256,39 @@ def evaluate_run(run_dir: str | Path, *, splits: Sequence[str] = SPLITS, checkpo
     _check_vocabularies(paths, prepared)
     model = load_run_model(config, prepared, weights)
     return evaluate_splits(model, config, prepared, splits)
+
+
+def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = True, checkpoint: str = "best") -> dict:
+    """Top-``k`` items for one user of a saved run, from the user's whole history.
+
+    The query reads the user's most recent ``data.max_history`` interactions (all of them,
+    test items included: this is "what next, now"), scores the whole catalog, never returns
+    the OOV row and, with ``exclude_seen``, skips items the user already has.
+
+    Returns:
+        ``{"user": raw id, "history": [raw ids, oldest first], "items": [raw ids], "scores": [...]}``.
+    """
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise RunError(f"'{paths.root}' is not a tfsoft run directory: config.yaml is missing")
+    if k < 1:
+        raise RunError(f"k must be >= 1; got {k}")
+    config = load_config(paths.config)
+    prepared = prepare_data(config.data)
+    _check_vocabularies(paths, prepared)
+    index = int(prepared.users.lookup([user])[0])
+    if index == 0:
+        examples = ", ".join(map(str, prepared.users.tokens[:5]))
+        raise RunError(f"user {user!r} is not in the run's user vocabulary (e.g. {examples})")
+    model = load_run_model(config, prepared, paths.checkpoint(checkpoint))
+    frame = prepared.interactions
+    history = prepared.items.lookup(frame.loc[frame["user"] == prepared.users.tokens[index - 1], "item"])
+    features = query_features(np.array([index]), Ragged.from_rows([history]), config.data.max_history)
+    scores = (model(features).numpy() @ model.candidate_embeddings().numpy().T)[0]
+    scores[0] = -np.inf
+    if exclude_seen:
+        scores[history] = -np.inf
+    k = min(k, int(np.isfinite(scores).sum()))
+    top = np.argsort(-scores, kind="stable")[:k]
+    return {"user": prepared.users.tokens[index - 1], "history": prepared.items.ids(history[-config.data.max_history:]),
+            "items": prepared.items.ids(top), "scores": [float(s) for s in scores[top]]}
