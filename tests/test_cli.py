@@ -226,6 +226,20 @@ def test_loss_configs_match_the_loss_benchmark_variants():
         assert (config.model.query_tower, config.model.embedding_dim, config.data.window) == ("history_pooling", 64, 20)
 
 
+def test_tower_configs_match_the_tower_benchmark_variants():
+    spec = importlib.util.spec_from_file_location("bench_towers", ROOT / "bench" / "bench_towers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    variants = {name: payload for part in bench.PARTS.values() for name, payload in part.items()}
+    assert sorted(path.stem for path in (ROOT / "configs" / "towers").glob("*.yaml")) == sorted(variants)
+    for name, payload in variants.items():
+        config = load_config(ROOT / "configs" / "towers" / f"{name}.yaml")
+        for section, values in payload.items():
+            got = {key: getattr(getattr(config, section), key) for key in values}
+            assert {k: tuple(v) if isinstance(v, list) else v for k, v in got.items()} == \
+                {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, (name, section)
+
+
 # ------------------------------------------------------------------------------ recommend
 def test_recommend_answers_a_retrieval_query_for_one_user(run_dir, capsys):
     capsys.readouterr()
