@@ -38,16 +38,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from tfsoft.data import ColumnSpec, DATASETS, SplitSpec, load_dataset, prepare, read_interactions
+    from tfsoft.data import ColumnSpec, DATASETS, SplitSpec, load_interactions, prepare
 
-    protocol: dict = {}
-    if args.dataset in DATASETS:
-        frame = load_dataset(args.dataset)
-        protocol = DATASETS[args.dataset].protocol
-    else:
-        columns = ColumnSpec(user=args.user_column, item=args.item_column, time=args.time_column,
-                             weight=args.weight_column)
-        frame = read_interactions(args.dataset, columns, delimiter=args.delimiter)
+    columns = ColumnSpec(user=args.user_column, item=args.item_column, time=args.time_column,
+                         weight=args.weight_column)
+    frame = load_interactions(args.dataset, columns, delimiter=args.delimiter)
+    protocol = DATASETS[args.dataset].protocol if args.dataset in DATASETS else {}
     ratios = tuple(float(part) for part in args.ratios.split(","))
     spec = SplitSpec(
         protocol=args.split or protocol.get("split", "leave_one_out"),

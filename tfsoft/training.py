@@ -16,10 +16,8 @@ import numpy as np
 from tfsoft import losses as loss_objectives
 from tfsoft.backend import keras, tf
 from tfsoft.config import Config, DataConfig, FeatureFileConfig, LossConfig
-from tfsoft.data import (
-    ColumnSpec, DATASETS, PreparedData, SplitSpec, load_dataset, make_dataset, next_item_examples, prepare,
-    read_interactions,
-)
+from tfsoft.data import ColumnSpec, PreparedData, SplitSpec, make_dataset, next_item_examples, prepare
+from tfsoft.data import load_interactions as data_source
 from tfsoft.data.features import build_feature_table, read_feature_file
 from tfsoft.data.registry import data_dir_candidates
 from tfsoft.determinism import make_deterministic
@@ -34,11 +32,9 @@ from tfsoft.validation import RankingValidation, evaluate_model
 
 def load_interactions(config: DataConfig):
     """The canonical interactions table named by ``data.path`` (dataset name or file)."""
-    if config.path in DATASETS:
-        return load_dataset(config.path)
     columns = ColumnSpec(user=config.user_column, item=config.item_column, time=config.time_column,
                          weight=config.weight_column)
-    return read_interactions(config.path, columns, delimiter=config.delimiter)
+    return data_source(config.path, columns, delimiter=config.delimiter)
 
 
 def _feature_table(spec: FeatureFileConfig | None, vocabulary):
@@ -89,6 +85,13 @@ def build_loss(config: LossConfig) -> loss_objectives.RetrievalLoss:
 def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     """Towers + objective -> :class:`TwoTowerModel` (call inside the strategy's scope)."""
     dim, num_items = config.model.embedding_dim, prepared.items.num_indices
+    if config.model.query_tower == "lightgcn":  # both towers read one propagated graph
+        split = prepared.split
+        encoder = LightGCNEncoder(prepared.users.num_indices, num_items, dim, config.model.num_layers,
+                                  users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
+                                  l2=config.model.l2, name="lightgcn")
+        return _two_tower(config, prepared, LightGCNUserTower(encoder, name="query_tower"),
+                          LightGCNItemTower(encoder, name="candidate_tower"))
     if config.model.candidate_tower == "features":
         candidate = FeatureTower(_require_features(prepared.item_features, "item", "candidate_tower"), dim,
                                  feature="item", l2=config.model.l2, name="candidate_tower")
@@ -97,13 +100,7 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     item_table = candidate.id_embedding if isinstance(candidate, FeatureTower) else candidate.embedding
     shared = item_table if config.model.tie_item_embeddings else None
     output = "sequence" if config.data.example_mode == "user" else "last"
-    if config.model.query_tower == "lightgcn":
-        split = prepared.split
-        encoder = LightGCNEncoder(prepared.users.num_indices, num_items, dim, config.model.num_layers,
-                                  users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
-                                  l2=config.model.l2, name="lightgcn")
-        query, candidate = LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
-    elif config.model.query_tower == "features":
+    if config.model.query_tower == "features":
         query = FeatureTower(_require_features(prepared.user_features, "user", "query_tower"), dim, feature="user",
                              l2=config.model.l2, name="query_tower")
     elif config.model.query_tower == "id":
@@ -124,7 +121,11 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
             history_exponent=config.model.history_exponent, l2=config.model.l2,
             item_embedding=shared,
             name="query_tower")
-    return TwoTowerModel(query, candidate, build_loss(config.loss), num_items=num_items,
+    return _two_tower(config, prepared, query, candidate)
+
+
+def _two_tower(config: Config, prepared: PreparedData, query, candidate) -> TwoTowerModel:
+    return TwoTowerModel(query, candidate, build_loss(config.loss), num_items=prepared.items.num_indices,
                          item_counts=prepared.item_counts, similarity=config.model.similarity,
                          score_similarity=config.model.score_similarity, seed=config.train.seed)
 

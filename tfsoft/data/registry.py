@@ -115,6 +115,14 @@ def dataset_path(name: str) -> Path:
     )
 
 
+def load_interactions(source: str, columns: ColumnSpec = ColumnSpec(), *, delimiter: str | None = None) -> pd.DataFrame:
+    """The canonical interactions table of ``source``: a registered dataset name (its own
+    columns and checks apply; ``columns``/``delimiter`` are ignored), else a file path."""
+    if source in DATASETS:
+        return load_dataset(source)
+    return read_interactions(source, columns, delimiter=delimiter)
+
+
 def load_dataset(name: str, *, check_statistics: bool = True) -> pd.DataFrame:
     """Read a registered dataset into the canonical interactions table.
 
