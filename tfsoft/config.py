@@ -110,6 +110,24 @@ class EvaluationConfig(_Section):
         return self
 
 
+class ScannConfig(_Section):
+    num_leaves: Optional[int] = Field(None, ge=1, description="k-means tree partitions (default ≈ sqrt(catalog))")
+    num_leaves_to_search: Optional[int] = Field(None, ge=1, description="partitions searched per query (default: a quarter, at least 8)")
+    training_sample_size: Optional[int] = Field(None, ge=1, description="points that train the tree (default: all, at most 250,000)")
+    dimensions_per_block: int = Field(2, ge=1, le=16, description="product-quantisation dimensions per block")
+    anisotropic_quantization_threshold: float = Field(0.2, ge=0, description="η of ScaNN's score-aware quantisation loss")
+    reorder_num_neighbors: Optional[int] = Field(None, ge=1, description="candidates re-scored exactly (default max(4k, 100))")
+
+
+class ExportConfig(_Section):
+    index: Literal["brute_force", "scann"] = Field("brute_force", description="brute_force: exact, stock TF ops; scann: approximate, needs ScaNN's ops in the server")
+    k: int = Field(100, ge=1, le=10000, description="items returned per query")
+    min_recall: float = Field(0.95, ge=0, le=1, description="refuse a ScaNN index whose recall@k against exact search on real queries is lower")
+    recall_queries: int = Field(2000, ge=1, description="real queries (test split) used to measure the index's recall@k")
+    warmup_requests: int = Field(100, ge=1, le=1000, description="records in assets.extra/tf_serving_warmup_requests")
+    scann: ScannConfig = ScannConfig()
+
+
 class DistributeConfig(_Section):
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
 
@@ -121,6 +139,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     distribute: DistributeConfig = DistributeConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _monitor_is_reported(self):

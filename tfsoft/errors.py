@@ -25,3 +25,7 @@ class RunError(TfsoftError):
 
 class TrainingInterrupted(TfsoftError):
     """Training stopped on Ctrl-C (KeyboardInterrupt); the message says which checkpoints are usable."""
+
+
+class ExportError(TfsoftError):
+    """An export cannot be written: bad version, existing version, index below its recall floor."""

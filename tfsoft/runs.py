@@ -155,7 +155,7 @@ def load_run_model(config: Config, prepared: PreparedData, checkpoint: str | Pat
     return model
 
 
-def _check_vocabularies(paths: RunPaths, prepared: PreparedData) -> None:
+def check_vocabularies(paths: RunPaths, prepared: PreparedData) -> None:
     for kind, path, built in (("user", paths.user_vocabulary, prepared.users), ("item", paths.item_vocabulary,
                                                                                prepared.items)):
         saved = Vocabulary.load(path)
@@ -253,7 +253,7 @@ def evaluate_run(run_dir: str | Path, *, splits: Sequence[str] = SPLITS, checkpo
     config = load_config(paths.config)
     make_deterministic(config.train.seed, ops=config.train.deterministic)
     prepared = prepare_data(config.data)
-    _check_vocabularies(paths, prepared)
+    check_vocabularies(paths, prepared)
     model = load_run_model(config, prepared, weights)
     return evaluate_splits(model, config, prepared, splits)
 
@@ -275,7 +275,7 @@ def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = Tr
         raise RunError(f"k must be >= 1; got {k}")
     config = load_config(paths.config)
     prepared = prepare_data(config.data)
-    _check_vocabularies(paths, prepared)
+    check_vocabularies(paths, prepared)
     index = int(prepared.users.lookup([user])[0])
     if index == 0:
         examples = ", ".join(map(str, prepared.users.tokens[:5]))

@@ -1,0 +1,193 @@
+"""Retrieval indexes for export: exact brute force and ScaNN, as ``tf.Module`` objects.
+
+Both index the catalog rows ``1 .. V-1`` (row 0 is the OOV/padding item and is never
+returned) and answer ``search(queries [B, d], num_results) -> (item indices [B, n], scores
+[B, n])`` with indices in the model's item index space, best first.
+
+* :class:`BruteForceIndex` — ``scores = Q·Eᵀ`` then ``tf.math.top_k``: stock TensorFlow ops,
+  exact, servable by any TF Serving build.
+* :class:`ScannIndex` — ScaNN (Guo et al., ICML'20, "Accelerating Large-Scale Inference with
+  Anisotropic Vector Quantization"): a k-means tree partitions the catalog, anisotropic
+  (score-aware) product quantisation scores the searched leaves, and the best
+  ``reorder_num_neighbors`` are re-scored exactly. Built with ``scann.scann_ops`` (ScaNN's own
+  TF ops, serialised into the SavedModel as variables); a server needs ScaNN's ops registered
+  (``import scann`` in Python, a ScaNN-linked ``tensorflow_model_server`` in production).
+
+:func:`index_recall` measures an approximate index against exact search on real queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from tfsoft.backend import tf
+from tfsoft.errors import ExportError
+
+INDEX_KINDS = ("brute_force", "scann")
+
+
+class BruteForceIndex(tf.Module):
+    """Exact maximum inner product search over ``embeddings[1:]``.
+
+    Args:
+        embeddings: [V, d] candidate embeddings in item-index order (row 0 = OOV, skipped).
+    """
+
+    kind = "brute_force"
+
+    def __init__(self, embeddings: np.ndarray, name: str = "brute_force_index"):
+        super().__init__(name=name)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        _check_embeddings(embeddings)
+        self.num_candidates = embeddings.shape[0] - 1
+        self.candidates = tf.Variable(embeddings[1:], trainable=False, name="candidates")
+
+    def search(self, queries, num_results: int):
+        scores = tf.matmul(queries, self.candidates, transpose_b=True)
+        top = tf.math.top_k(scores, k=tf.minimum(tf.cast(num_results, tf.int32), self.num_candidates))
+        return top.indices + 1, top.values
+
+
+@dataclass(frozen=True)
+class ScannParams:
+    """ScaNN settings (``None`` = sized from the catalog, see :meth:`resolve`).
+
+    Attributes:
+        num_leaves: k-means partitions of the tree (default ≈ √N, at least 1).
+        num_leaves_to_search: partitions scored per query (default: a quarter of the leaves,
+            at least 8; more = higher recall, slower).
+        training_sample_size: points used to train the tree (default: all, at most 250,000).
+        dimensions_per_block: dimensions per product-quantisation block (2 = 4-bit per 2 dims).
+        anisotropic_quantization_threshold: η of the score-aware loss (ScaNN paper §3; 0.2 is the
+            authors' default for normalised embeddings).
+        reorder_num_neighbors: candidates re-scored exactly (default 4·k, at least 100).
+    """
+
+    num_leaves: Optional[int] = None
+    num_leaves_to_search: Optional[int] = None
+    training_sample_size: Optional[int] = None
+    dimensions_per_block: int = 2
+    anisotropic_quantization_threshold: float = 0.2
+    reorder_num_neighbors: Optional[int] = None
+
+    def resolve(self, num_candidates: int, k: int) -> "ScannParams":
+        """Fill the ``None`` fields for a catalog of ``num_candidates`` items and top-``k``."""
+        leaves = self.num_leaves or max(1, min(num_candidates, int(round(math.sqrt(num_candidates)))))
+        search = self.num_leaves_to_search or max(min(8, leaves), leaves // 4)
+        sample = self.training_sample_size or min(num_candidates, 250_000)
+        reorder = self.reorder_num_neighbors or max(4 * k, 100)
+        resolved = ScannParams(num_leaves=leaves, num_leaves_to_search=min(search, leaves),
+                               training_sample_size=max(min(sample, num_candidates), leaves),
+                               dimensions_per_block=self.dimensions_per_block,
+                               anisotropic_quantization_threshold=self.anisotropic_quantization_threshold,
+                               reorder_num_neighbors=min(reorder, num_candidates))
+        if leaves > num_candidates:
+            raise ExportError(f"scann.num_leaves ({leaves}) exceeds the number of candidates ({num_candidates})")
+        return resolved
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class ScannIndex(tf.Module):
+    """ScaNN search over ``embeddings[1:]`` (inner product), serialised into the SavedModel.
+
+    Args:
+        embeddings: [V, d] candidate embeddings in item-index order (row 0 = OOV, skipped).
+        k: results a search returns by default (the searcher is built for it).
+        params: :class:`ScannParams`; unset fields are sized from the catalog.
+    """
+
+    kind = "scann"
+
+    def __init__(self, embeddings: np.ndarray, k: int, params: ScannParams = ScannParams(),
+                 name: str = "scann_index"):
+        super().__init__(name=name)
+        from scann.scann_ops.py import scann_ops  # registers the Scann>* ops
+
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        _check_embeddings(embeddings)
+        self.num_candidates = embeddings.shape[0] - 1
+        self.params = params.resolve(self.num_candidates, k)
+        p = self.params
+        builder = scann_ops.builder(embeddings[1:], min(k, self.num_candidates), "dot_product")
+        if p.num_leaves > 1:
+            builder = builder.tree(num_leaves=p.num_leaves, num_leaves_to_search=p.num_leaves_to_search,
+                                   training_sample_size=p.training_sample_size)
+        builder = builder.score_ah(p.dimensions_per_block,
+                                   anisotropic_quantization_threshold=p.anisotropic_quantization_threshold)
+        builder = builder.reorder(p.reorder_num_neighbors)
+        searcher = builder.build()
+        self.state = searcher.serialize_to_module()
+        self._scann_ops = scann_ops
+        self.leaves_to_search = p.num_leaves_to_search
+
+    def search(self, queries, num_results):
+        searcher = self._scann_ops.searcher_from_module(self.state)
+        num_results = tf.minimum(tf.cast(num_results, tf.int32), self.num_candidates)
+        reorder = tf.maximum(num_results, self.params.reorder_num_neighbors)
+        indices, scores = searcher.search_batched(queries, final_num_neighbors=num_results,
+                                                  pre_reorder_num_neighbors=reorder,
+                                                  leaves_to_search=self.leaves_to_search)
+        return tf.cast(indices, tf.int32) + 1, scores
+
+    def tune(self, queries: np.ndarray, embeddings: np.ndarray, k: int, min_recall: float) -> list[dict]:
+        """Search more leaves until recall@k on ``queries`` reaches ``min_recall``.
+
+        Doubles ``leaves_to_search`` from its current value up to all leaves (exact search of
+        the quantised scores), keeping the first value that reaches the floor (or all leaves).
+        Returns the ladder ``[{"leaves_to_search", "recall"}, ...]`` that was measured."""
+        ladder = []
+        leaves = self.leaves_to_search
+        while True:
+            self.leaves_to_search = leaves
+            recall = index_recall(self, queries, embeddings, k)
+            ladder.append({"leaves_to_search": leaves, "recall": round(recall, 6)})
+            if recall >= min_recall or leaves >= self.params.num_leaves:
+                return ladder
+            leaves = min(self.params.num_leaves, 2 * leaves)
+
+
+def build_index(kind: str, embeddings: np.ndarray, k: int, scann: ScannParams = ScannParams()):
+    """A :class:`BruteForceIndex` or :class:`ScannIndex` over ``embeddings`` (row 0 skipped)."""
+    if kind == "brute_force":
+        return BruteForceIndex(embeddings)
+    if kind == "scann":
+        return ScannIndex(embeddings, k, scann)
+    raise ExportError(f"index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}")
+
+
+def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
+    """Item indices (≥ 1) of the exact top-``k`` inner products, [B, k], best first (NumPy)."""
+    scores = np.asarray(queries, np.float32) @ np.asarray(embeddings, np.float32)[1:].T
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1) + 1
+
+
+def index_recall(index, queries: np.ndarray, embeddings: np.ndarray, k: int, batch_size: int = 1024) -> float:
+    """Mean recall@k of ``index`` against exact search: ``|approx ∩ exact| / k`` per query."""
+    queries = np.asarray(queries, np.float32)
+    if len(queries) == 0:
+        raise ExportError("index recall needs at least one query")
+    k = min(k, index.num_candidates)
+    hits = 0
+    for start in range(0, len(queries), batch_size):
+        chunk = queries[start:start + batch_size]
+        found = index.search(tf.constant(chunk), k)[0].numpy()
+        exact = exact_top_k(chunk, embeddings, k)
+        hits += sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), exact.tolist()))
+    return hits / (len(queries) * k)
+
+
+def _check_embeddings(embeddings: np.ndarray) -> None:
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ExportError(f"candidate embeddings must be [V >= 2, d] (row 0 = OOV); got shape {embeddings.shape}")
+    if not np.all(np.isfinite(embeddings)):
+        bad = int(np.argwhere(~np.isfinite(embeddings))[0][0])
+        raise ExportError(f"candidate embeddings hold NaN/Inf (first at item index {bad}); the model diverged")

@@ -1,0 +1,100 @@
+"""TF Serving's gRPC API: ``PredictionService.Predict`` / ``GetModelMetadata`` and
+``ModelService.GetModelStatus``, on grpcio with the ``tensorflow-serving-api`` stubs."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+from tfsoft.backend import tf
+from tfsoft.serving.repository import ModelRepository
+from tfsoft.serving.status import ServingError, invalid
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def _spec(model_spec):
+    version = model_spec.version.value if model_spec.HasField("version") else None
+    label = model_spec.version_label or None
+    return model_spec.name, version, label
+
+
+def _abort(context, error: ServingError):
+    context.abort(error.grpc_code(), error.message)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+
+    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        try:
+            name, version, label = _spec(request.model_spec)
+            loaded = self.repository.get(name, version, label)
+            signature = request.model_spec.signature_name or "serving_default"
+            inputs = {}
+            for key, proto in request.inputs.items():
+                try:
+                    inputs[key] = tf.make_ndarray(proto)
+                except Exception as error:
+                    raise invalid(f"input '{key}' is not a valid TensorProto: {error}") from None
+            outputs = loaded.predict(signature, inputs)
+        except ServingError as error:
+            return _abort(context, error)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = name
+        response.model_spec.version.value = loaded.version
+        response.model_spec.signature_name = signature
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        try:
+            name, version, label = _spec(request.model_spec)
+            loaded = self.repository.get(name, version, label)
+            fields = list(request.metadata_field)
+            if fields != ["signature_def"]:
+                raise invalid(f"Metadata field(s) {fields} not supported; the only field is 'signature_def'")
+        except ServingError as error:
+            return _abort(context, error)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = name
+        response.model_spec.version.value = loaded.version
+        response.metadata["signature_def"].Pack(loaded.signature_defs)
+        return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        try:
+            name, version, label = _spec(request.model_spec)
+            entries = self.repository.status(name, version, label)
+        except ServingError as error:
+            return _abort(context, error)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for entry in entries:
+            status = response.model_version_status.add()
+            status.version = int(entry["version"])
+            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"])
+            status.status.error_message = entry["status"]["error_message"]
+        return response
+
+
+def make_grpc_server(repository: ModelRepository, host: str, port: int, *, workers: int = 8):
+    """A started-ready grpc server bound to ``host:port`` (0 = any free port); returns (server, port)."""
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"), options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(repository), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+    return server, bound

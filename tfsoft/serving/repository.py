@@ -1,0 +1,144 @@
+"""A model base path watched for new versions, as TF Serving's file-system source does.
+
+:class:`ModelRepository` loads the newest ``num_versions`` integer version directories of a
+base path, replays each one's ``assets.extra/tf_serving_warmup_requests`` before serving it,
+and polls the base path every ``poll_seconds``: a new version is loaded and warmed up in the
+background and then swapped in atomically; versions that fall out of the window are
+unloaded. A version that fails to load is reported in the status (state ``END`` with its
+error) and not retried; the versions already loaded keep serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Mapping, Optional
+
+from tfsoft.export.versions import list_versions
+from tfsoft.export.warmup import WARMUP_FILE, read_warmup_requests
+from tfsoft.serving.loaded_model import LoadedVersion
+from tfsoft.serving.status import not_found
+
+log = logging.getLogger("tfsoft.serving")
+
+
+class ModelRepository:
+    """The loaded versions of one model.
+
+    Args:
+        base_path: the export directory (``<base>/<version>/saved_model.pb``).
+        name: the model name requests must use.
+        num_versions: how many of the newest versions stay loaded (TF Serving's ``latest`` policy).
+        poll_seconds: how often the base path is scanned; 0 disables polling.
+        max_batch_size: largest batch a request may carry.
+        labels: version labels, e.g. ``{"stable": 3, "canary": 4}``.
+    """
+
+    def __init__(self, base_path: str | Path, name: str, *, num_versions: int = 1, poll_seconds: float = 1.0,
+                 max_batch_size: int = 1024, labels: Optional[Mapping[str, int]] = None):
+        if num_versions < 1:
+            raise ValueError(f"num_versions must be >= 1; got {num_versions}")
+        self.base_path, self.name = Path(base_path), name
+        self.num_versions, self.poll_seconds, self.max_batch_size = num_versions, poll_seconds, max_batch_size
+        self.labels = dict(labels or {})
+        self._loaded: dict[int, LoadedVersion] = {}
+        self._failed: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------------ loading
+    def refresh(self) -> list[int]:
+        """Load new versions in the window, unload old ones; returns the versions loaded now."""
+        wanted = [v for v in list_versions(self.base_path) if v not in self._failed][-self.num_versions:]
+        for version in wanted:
+            if version not in self._loaded:
+                self._load(version)
+        with self._lock:
+            keep = set(sorted(self._loaded)[-self.num_versions:])
+            for version in [v for v in self._loaded if v not in keep]:
+                del self._loaded[version]
+                log.info("model %s: unloaded version %d", self.name, version)
+            return sorted(self._loaded)
+
+    def _load(self, version: int) -> None:
+        path = self.base_path / str(version)
+        try:
+            loaded = LoadedVersion(path, version, max_batch_size=self.max_batch_size)
+            warmup = path / "assets.extra" / WARMUP_FILE
+            count = loaded.warmup(read_warmup_requests(warmup)) if warmup.is_file() else 0
+        except Exception as error:  # a broken export must not take the server down
+            self._failed[version] = f"{type(error).__name__}: {error}"
+            log.error("model %s: version %d failed to load: %s", self.name, version, error)
+            return
+        with self._lock:
+            self._loaded[version] = loaded
+        log.info("model %s: version %d available (load %.2fs, %d warmup requests %.2fs)", self.name, version,
+                 loaded.load_seconds, count, loaded.warmup_seconds)
+
+    def start(self) -> "ModelRepository":
+        """Load what is there now and start polling in a daemon thread."""
+        self.refresh()
+        if self.poll_seconds > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception as error:  # pragma: no cover - e.g. the base path vanished for a moment
+                log.error("model %s: polling '%s' failed: %s", self.name, self.base_path, error)
+
+    # ------------------------------------------------------------------ lookup
+    def get(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> LoadedVersion:
+        """The version a request names (newest when neither ``version`` nor ``label`` is given)."""
+        if name != self.name:
+            raise not_found(f"Servable not found for request: {_request_text(name, version, label)}; "
+                            f"this server serves model '{self.name}'")
+        if label is not None:
+            if label not in self.labels:
+                raise not_found(f"Unrecognized servable version label: {label}")
+            version = self.labels[label]
+        with self._lock:
+            if version is None:
+                if not self._loaded:
+                    raise not_found(f"Servable not found for request: Latest({name}); no version of "
+                                    f"'{self.base_path}' is loaded")
+                return self._loaded[max(self._loaded)]
+            if version not in self._loaded:
+                raise not_found(f"Servable not found for request: Specific({name}, {version}); loaded versions: "
+                                f"{sorted(self._loaded) or 'none'}")
+            return self._loaded[version]
+
+    def status(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> list[dict]:
+        """``model_version_status`` entries, as TF Serving's GetModelStatus reports them."""
+        if name != self.name:
+            raise not_found(f"Could not find any versions of model {name}")
+        if label is not None:
+            self.get(name, label=label)
+            version = self.labels[label]
+        with self._lock:
+            entries = {v: ("AVAILABLE", "OK", "") for v in self._loaded}
+        entries.update({v: ("END", "UNKNOWN", message) for v, message in self._failed.items()})
+        if version is not None:
+            if version not in entries:
+                raise not_found(f"Could not find version {version} of model {name}")
+            entries = {version: entries[version]}
+        if not entries:
+            raise not_found(f"Could not find any versions of model {name}")
+        return [{"version": str(v), "state": state, "status": {"error_code": code, "error_message": message}}
+                for v, (state, code, message) in sorted(entries.items(), reverse=True)]
+
+
+def _request_text(name, version, label) -> str:
+    if label is not None:
+        return f"Labeled({name}, {label})"
+    return f"Specific({name}, {version})" if version is not None else f"Latest({name})"
