@@ -6,6 +6,12 @@ Commands:
                               train, evaluate and write a run directory (:mod:`tfsoft.runs`)
     tfsoft evaluate --run-dir DIR [--split validation|test] [--checkpoint best|last]
                               re-evaluate a saved run; prints the metrics as JSON
+    tfsoft recommend --run-dir DIR --user ID [--k 10]
+                              top-k items for one user, in process
+    tfsoft export --run-dir DIR --export-dir EXPORT [--index scann|brute_force] [--k 100] [--version N]
+                              write a TF Serving model version (:mod:`tfsoft.export`)
+    tfsoft serve --export-dir EXPORT --model-name NAME [--port 8501] [--grpc-port 8500]
+                              TF-Serving-compatible REST/gRPC server (:mod:`tfsoft.serving`)
 
 Errors in the input (config, data, run directory) print ``tfsoft: error: ...`` and exit 2;
 Ctrl-C during training prints which checkpoints are usable and exits 130.
@@ -116,6 +122,47 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tfsoft.export import export_run
+
+    result = export_run(args.run_dir, args.export_dir, index=args.index, k=args.k, version=args.version,
+                        checkpoint=args.checkpoint, min_recall=args.min_recall,
+                        allow_low_recall=args.allow_low_recall)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"exported version {result.version} to {result.path} ({result.index} index, top-{result.k}, "
+          f"inputs {', '.join(result.inputs)}, {result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f}s)")
+    print(f"  recall@{result.k} against exact search on {result.recall_queries} real queries: {result.recall:.4f}")
+    print(f"  signatures: {', '.join(result.signatures)}; {result.warmup_records} warmup requests")
+    return 0
+
+
+def _parse_labels(pairs) -> dict:
+    from tfsoft.errors import ConfigError
+
+    labels = {}
+    for pair in pairs or ():
+        name, _, version = pair.partition("=")
+        if not name or not version.isdigit():
+            raise ConfigError(f"--label must look like NAME=VERSION (e.g. stable=3); got {pair!r}")
+        labels[name] = int(version)
+    return labels
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from tfsoft.serving.server import ModelServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = ModelServer(args.export_dir, args.model_name, host=args.host, rest_port=args.port,
+                         grpc_port=args.grpc_port, poll_seconds=args.poll_seconds, num_versions=args.num_versions,
+                         max_batch_size=args.max_batch_size, labels=_parse_labels(args.label))
+    server.serve_forever()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfsoft", description="Train, evaluate and serve two-tower retrieval models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +201,42 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--include-seen", action="store_true", help="do not skip items the user already has")
     recommend.add_argument("--json", action="store_true", help="print JSON")
     recommend.set_defaults(handler=_recommend)
+
+    export = commands.add_parser("export", help="export a run as a TF Serving model version",
+                                 description="Write EXPORT/<version>/ (SavedModel with serving_default, "
+                                             "top_k_excluding, query_embedding and candidate_embedding "
+                                             "signatures, id vocabularies in assets/, warmup requests in "
+                                             "assets.extra/). The version is staged and renamed into place, "
+                                             "so a polling server never sees half an export.")
+    export.add_argument("--run-dir", required=True, help="a directory written by tfsoft train")
+    export.add_argument("--export-dir", required=True, help="the model base path TF Serving watches")
+    export.add_argument("--index", choices=["brute_force", "scann"], default=None,
+                        help="brute_force: exact, stock TF ops; scann: approximate, needs a ScaNN-linked server "
+                             "(default: the run config's export.index)")
+    export.add_argument("--k", type=int, default=None, help="items per query (default: export.k, 100)")
+    export.add_argument("--version", type=int, default=None, help="integer version (default: newest + 1)")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.add_argument("--min-recall", type=float, default=None,
+                        help="refuse a ScaNN index below this recall@k on real queries (default 0.95)")
+    export.add_argument("--allow-low-recall", action="store_true",
+                        help="export an index below --min-recall anyway, with a warning")
+    export.add_argument("--json", action="store_true", help="print the export report as JSON")
+    export.set_defaults(handler=_export)
+
+    serve = commands.add_parser("serve", help="serve an export directory over TF Serving's REST and gRPC APIs",
+                                description="A local, TF-Serving-compatible server: same URLs, JSON and "
+                                            "protos; loads the newest version, replays its warmup requests and "
+                                            "picks up new versions while running.")
+    serve.add_argument("--export-dir", required=True, help="the model base path written by tfsoft export")
+    serve.add_argument("--model-name", required=True, help="the name in /v1/models/<name>")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8501, help="REST port")
+    serve.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: no gRPC)")
+    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    serve.add_argument("--num-versions", type=int, default=1, help="newest versions kept loaded")
+    serve.add_argument("--max-batch-size", type=int, default=1024, help="largest batch a request may carry")
+    serve.add_argument("--label", action="append", metavar="NAME=VERSION", help="version label (repeatable)")
+    serve.set_defaults(handler=_serve)
     return parser
 
 

@@ -116,7 +116,7 @@ def warmup_requests(inputs, prepared, queries, count: int, max_history: int) -> 
 
 def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None = None, version: int | None = None,
                checkpoint: str = "best", min_recall: float | None = None, allow_low_recall: bool = False,
-               stream=None) -> ExportResult:
+               scann: Optional[dict] = None, stream=None) -> ExportResult:
     """Export a trained run as a new version of a TF Serving model base path (module docstring).
 
     Args:
@@ -128,6 +128,8 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
         checkpoint: ``best`` or ``last``.
         min_recall: recall@k floor of a ScaNN index (default ``export.min_recall``).
         allow_low_recall: publish an index below the floor anyway, with a loud warning.
+        scann: overrides of the config's ``export.scann`` settings (e.g. ``{"num_leaves": 100}``);
+            setting ``num_leaves_to_search`` turns off its tuning to the recall floor.
         stream: where warnings go (standard error).
 
     Raises:
@@ -146,6 +148,14 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
         raise RunError(f"'{weights}' does not exist: train the run to completion before exporting")
     config: Config = load_config(paths.config)
     options = config.export
+    if scann:
+        from tfsoft.config import ScannConfig
+
+        try:
+            merged = ScannConfig(**{**options.scann.model_dump(), **scann})
+        except Exception as error:
+            raise ExportError(f"bad ScaNN settings {scann}: {error}") from None
+        options = options.model_copy(update={"scann": merged})
     index = index or options.index
     if index not in INDEX_KINDS:
         raise ExportError(f"index must be one of {', '.join(INDEX_KINDS)}; got {index!r}")

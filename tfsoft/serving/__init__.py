@@ -1,5 +1,14 @@
-"""Serving: a TF-Serving-compatible local server and REST/gRPC clients."""
+"""Serving: a TF-Serving-compatible local server (``tfsoft serve``) and REST/gRPC clients."""
 
+from tfsoft.serving.client import Client, pad_rows
 from tfsoft.serving.status import ServingError
 
-__all__ = ["ServingError"]
+__all__ = ["Client", "ServingError", "pad_rows"]
+
+
+def __getattr__(name):  # the server pulls in uvicorn/grpc: import it on first use
+    if name == "ModelServer":
+        from tfsoft.serving.server import ModelServer
+
+        return ModelServer
+    raise AttributeError(name)

@@ -1,0 +1,72 @@
+"""Retrieval indexes: brute force equals a NumPy exact search; ScaNN reaches its recall floor."""
+
+import numpy as np
+import pytest
+
+from tfsoft.backend import tf
+from tfsoft.errors import ExportError
+from tfsoft.export.index import (BruteForceIndex, ScannIndex, ScannParams, build_index, exact_top_k,
+                                 index_recall)
+
+
+def clustered(num_items=3000, dim=16, seed=0):
+    """Normalised embeddings in 30 clusters (real embeddings are clustered) and nearby queries."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(30, dim))
+    embeddings = centers[rng.integers(0, 30, num_items)] + 0.35 * rng.normal(size=(num_items, dim))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    queries = embeddings[rng.integers(1, num_items, 200)] + 0.1 * rng.normal(size=(200, dim))
+    return embeddings.astype(np.float32), queries.astype(np.float32)
+
+
+def numpy_top_k(queries, embeddings, k):
+    """Reference: score every item but the OOV row 0, sort descending."""
+    scores = queries @ embeddings.T
+    scores[:, 0] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k], np.sort(scores, axis=1)[:, ::-1][:, :k]
+
+
+def test_brute_force_matches_numpy_and_never_returns_the_oov_row():
+    rng = np.random.default_rng(1)
+    embeddings = rng.normal(size=(50, 8)).astype(np.float32)
+    embeddings[0] = 100.0  # the OOV row would win every query if it were searched
+    queries = rng.normal(size=(7, 8)).astype(np.float32)
+    indices, scores = BruteForceIndex(embeddings).search(tf.constant(queries), tf.constant(10))
+    want_indices, want_scores = numpy_top_k(queries, embeddings, 10)
+    np.testing.assert_array_equal(indices.numpy(), want_indices)
+    np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5)
+    np.testing.assert_array_equal(exact_top_k(queries, embeddings, 10), want_indices)
+    assert BruteForceIndex(embeddings).search(tf.constant(queries), 500)[0].shape == (7, 49)  # capped at catalog
+
+
+def test_scann_tunes_leaves_to_reach_the_recall_floor_and_brute_force_is_exact():
+    embeddings, queries = clustered()
+    index = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=1))
+    low = index_recall(index, queries, embeddings, 10)
+    ladder = index.tune(queries, embeddings, 10, min_recall=0.97)
+    assert ladder[0]["leaves_to_search"] == 1 and ladder[0]["recall"] == pytest.approx(low)
+    assert [step["leaves_to_search"] for step in ladder] == sorted({step["leaves_to_search"] for step in ladder})
+    assert ladder[-1]["recall"] >= 0.97 and index_recall(index, queries, embeddings, 10) >= 0.97
+    assert index_recall(BruteForceIndex(embeddings), queries, embeddings, 10) == 1.0
+    found = index.search(tf.constant(queries[:3]), 10)[0].numpy()
+    assert found.min() >= 1 and found.shape == (3, 10)
+
+
+def test_scann_params_are_sized_from_the_catalog():
+    params = ScannParams().resolve(num_candidates=10_000, k=100)
+    assert params.num_leaves == 100 and params.num_leaves_to_search == 25
+    assert params.reorder_num_neighbors == 400 and params.training_sample_size == 10_000
+    assert ScannParams().resolve(num_candidates=50, k=10).reorder_num_neighbors == 50
+    with pytest.raises(ExportError, match="num_leaves"):
+        ScannParams(num_leaves=100).resolve(num_candidates=20, k=5)
+
+
+def test_bad_embeddings_and_index_kind_are_refused():
+    with pytest.raises(ExportError, match="NaN/Inf .* item index 3"):
+        embeddings = np.ones((5, 4), np.float32)
+        embeddings[3, 1] = np.nan
+        BruteForceIndex(embeddings)
+    with pytest.raises(ExportError, match=r"\[V >= 2, d\]"):
+        BruteForceIndex(np.ones((1, 4), np.float32))
+    with pytest.raises(ExportError, match="brute_force, scann; got 'faiss'"):
+        build_index("faiss", np.ones((5, 4), np.float32), 3)
