@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -256,3 +257,19 @@ def test_recommend_unknown_user_is_a_clear_error(run_dir, capsys):
     capsys.readouterr()
     assert main(["recommend", "--run-dir", str(run_dir), "--user", "no-such-user"]) == 2
     assert "user 'no-such-user' is not in the run's user vocabulary" in capsys.readouterr().err
+
+
+def test_recommend_through_the_export_answers_like_the_checkpoint(run_dir, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["export", "--run-dir", str(run_dir), "--export-dir", str(tmp_path), "--k", "30"]) == 0
+    capsys.readouterr()
+    answers = []
+    for extra in ([], ["--export-dir", str(tmp_path)]):
+        assert main(["recommend", "--run-dir", str(run_dir), "--user", "1", "--k", "10", "--json", *extra]) == 0
+        answers.append(json.loads(capsys.readouterr().out))
+    assert answers[1]["export_version"] == 1
+    assert answers[1]["items"] == answers[0]["items"]
+    np.testing.assert_allclose(answers[1]["scores"], answers[0]["scores"], rtol=1e-4, atol=1e-5)
+    assert main(["recommend", "--run-dir", str(run_dir), "--user", "1", "--k", "31", "--export-dir",
+                 str(tmp_path)]) == 2
+    assert "returns the top 30; ask for --k 30 or less" in capsys.readouterr().err

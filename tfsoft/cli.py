@@ -112,11 +112,14 @@ def _recommend(args: argparse.Namespace) -> int:
     from tfsoft import runs
 
     user = int(args.user) if args.user.lstrip("-").isdigit() else args.user
-    answer = runs.recommend(args.run_dir, user, k=args.k, exclude_seen=not args.include_seen)
+    answer = runs.recommend(args.run_dir, user, k=args.k, exclude_seen=not args.include_seen,
+                            export_dir=args.export_dir)
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
-    print(f"user {answer['user']}: recent history {answer['history'][-5:]}")
+    source = (f"exported version {answer['export_version']} in {args.export_dir}" if args.export_dir
+              else f"run {args.run_dir}")
+    print(f"user {answer['user']}: recent history {answer['history'][-5:]} (answered by {source})")
     for rank, (item, score) in enumerate(zip(answer["items"], answer["scores"]), start=1):
         print(f"  {rank:>3}. item {item}  score {score:.4f}")
     return 0
@@ -194,12 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     recommend = commands.add_parser("recommend", help="top-k items for one user of a saved run",
                                     description="Answer a retrieval query with a trained run: score the whole "
-                                                "catalog for the user's recent history and print the top k.")
+                                                "catalog for the user's recent history and print the top k; "
+                                                "with --export-dir, through the exported SavedModel.")
     recommend.add_argument("--run-dir", required=True, help="a directory written by tfsoft train")
     recommend.add_argument("--user", required=True, help="raw user id, as in the data")
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--include-seen", action="store_true", help="do not skip items the user already has")
     recommend.add_argument("--json", action="store_true", help="print JSON")
+    recommend.add_argument("--export-dir", default=None,
+                           help="answer with the newest version exported there (the SavedModel TF Serving runs) "
+                                "instead of the run's checkpoint")
     recommend.set_defaults(handler=_recommend)
 
     export = commands.add_parser("export", help="export a run as a TF Serving model version",

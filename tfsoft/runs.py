@@ -258,15 +258,21 @@ def evaluate_run(run_dir: str | Path, *, splits: Sequence[str] = SPLITS, checkpo
     return evaluate_splits(model, config, prepared, splits)
 
 
-def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = True, checkpoint: str = "best") -> dict:
+def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = True, checkpoint: str = "best",
+              export_dir: str | Path | None = None) -> dict:
     """Top-``k`` items for one user of a saved run, from the user's whole history.
 
     The query reads the user's most recent ``data.max_history`` interactions (all of them,
     test items included: this is "what next, now"), scores the whole catalog, never returns
     the OOV row and, with ``exclude_seen``, skips items the user already has.
 
+    With ``export_dir`` the answer comes from the newest exported version instead (its
+    ``serving_default``/``top_k_excluding`` signature, exactly what TF Serving would run),
+    fed with the same raw user id and history.
+
     Returns:
-        ``{"user": raw id, "history": [raw ids, oldest first], "items": [raw ids], "scores": [...]}``.
+        ``{"user": raw id, "history": [raw ids, oldest first], "items": [raw ids], "scores": [...]}``
+        (plus ``"export_version"`` when answered by an export).
     """
     paths = RunPaths(Path(run_dir))
     if not paths.config.is_file():
@@ -280,9 +286,13 @@ def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = Tr
     if index == 0:
         examples = ", ".join(map(str, prepared.users.tokens[:5]))
         raise RunError(f"user {user!r} is not in the run's user vocabulary (e.g. {examples})")
-    model = load_run_model(config, prepared, paths.checkpoint(checkpoint))
     frame = prepared.interactions
-    history = prepared.items.lookup(frame.loc[frame["user"] == prepared.users.tokens[index - 1], "item"])
+    raw_user = prepared.users.tokens[index - 1]
+    history = prepared.items.lookup(frame.loc[frame["user"] == raw_user, "item"])
+    answer = {"user": raw_user, "history": prepared.items.ids(history[-config.data.max_history:])}
+    if export_dir is not None:
+        return {**answer, **_recommend_from_export(export_dir, raw_user, prepared.items.ids(history), k, exclude_seen)}
+    model = load_run_model(config, prepared, paths.checkpoint(checkpoint))
     features = query_features(np.array([index]), Ragged.from_rows([history]), config.data.max_history)
     scores = (model(features).numpy() @ model.candidate_embeddings().numpy().T)[0]
     scores[0] = -np.inf
@@ -290,5 +300,33 @@ def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = Tr
         scores[history] = -np.inf
     k = min(k, int(np.isfinite(scores).sum()))
     top = np.argsort(-scores, kind="stable")[:k]
-    return {"user": prepared.users.tokens[index - 1], "history": prepared.items.ids(history[-config.data.max_history:]),
-            "items": prepared.items.ids(top), "scores": [float(s) for s in scores[top]]}
+    return {**answer, "items": prepared.items.ids(top), "scores": [float(s) for s in scores[top]]}
+
+
+def _recommend_from_export(export_dir, raw_user, raw_history: list, k: int, exclude_seen: bool) -> dict:
+    from tfsoft.export.servable import LOWEST_SCORE
+    from tfsoft.serving.repository import ModelRepository
+
+    repository = ModelRepository(export_dir, "local", poll_seconds=0)
+    if not repository.refresh():
+        raise RunError(f"'{export_dir}' holds no loadable exported version; write one with tfsoft export")
+    loaded = repository.get("local")
+    signature = "top_k_excluding" if exclude_seen else "serving_default"
+    id_array = (lambda values: np.asarray(values, dtype=object if any(isinstance(v, str) for v in values)
+                                          else np.int64))
+    inputs = {}
+    for name in loaded.input_specs(signature):
+        if name == "user_id":
+            inputs[name] = id_array([raw_user])
+        elif name in ("history", "exclude_item_ids"):
+            inputs[name] = id_array(raw_history).reshape(1, -1)
+    outputs = loaded.predict(signature, inputs)
+    exported_k = outputs["item_ids"].shape[1]
+    if k > exported_k:
+        raise RunError(f"version {loaded.version} of '{export_dir}' returns the top {exported_k}; ask for "
+                       f"--k {exported_k} or less, or export again with --k {k}")
+    items, scores = outputs["item_ids"][0][:k].tolist(), outputs["scores"][0][:k].tolist()
+    kept = [(item.decode() if isinstance(item, bytes) else item, score) for item, score in zip(items, scores)
+            if score > LOWEST_SCORE]
+    return {"items": [item for item, _ in kept], "scores": [float(score) for _, score in kept],
+            "export_version": loaded.version}
