@@ -16,7 +16,7 @@ def lastfm():
     return load_dataset("lastfm_small")
 
 
-def _train_small_run(root, *overrides):
+def train_small_run(root, *overrides):
     """A briefly trained run directory of the default config (1 epoch, 30 steps, d=16)."""
     from pathlib import Path
 
@@ -37,10 +37,10 @@ def _train_small_run(root, *overrides):
 @pytest.fixture(scope="session")
 def history_run(tmp_path_factory):
     """A trained run whose query tower reads the item history (serving input ``history``)."""
-    return _train_small_run(tmp_path_factory.mktemp("runs") / "history")
+    return train_small_run(tmp_path_factory.mktemp("runs") / "history")
 
 
 @pytest.fixture(scope="session")
 def user_run(tmp_path_factory):
     """A trained run with an ID query tower (serving input ``user_id``; precomputed user vectors)."""
-    return _train_small_run(tmp_path_factory.mktemp("runs") / "user", "model.query_tower=id")
+    return train_small_run(tmp_path_factory.mktemp("runs") / "user", "model.query_tower=id")

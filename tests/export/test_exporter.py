@@ -119,3 +119,24 @@ def test_export_cli_reports_and_refuses_an_existing_version(history_run, tmp_pat
     assert "version 1 already exists" in capsys.readouterr().err
     assert main(["export", "--run-dir", str(tmp_path / "nope"), "--export-dir", str(tmp_path)]) == 2
     assert "is not a tfsoft run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, inputs", [
+    (["model.query_tower=sasrec"], ["history"]),
+    (["model.use_user_embedding=true"], ["user_id", "history"]),
+])
+def test_sequence_and_two_input_towers_export_and_answer_like_the_checkpoint(tmp_path, overrides, inputs):
+    from tests.conftest import train_small_run
+
+    run = train_small_run(tmp_path / "run", "train.steps_per_epoch=10", *overrides)
+    result = export_run(run, tmp_path / "export", k=10)
+    assert result.inputs == inputs
+    model = InProcess.load(run)
+    users, histories = model.queries(count=5, start=7)
+    want, scores = model.top_k(users, histories, 10)
+    feed = {"history": tf.constant(np.array([h[-30:] + [-1] * (30 - len(h[-30:])) for h in histories], np.int64))}
+    if "user_id" in inputs:
+        feed["user_id"] = tf.constant(np.array(users, np.int64))
+    got = tf.saved_model.load(result.path).signatures["serving_default"](**feed)
+    for g, w, s in zip(got["item_ids"].numpy().tolist(), want, scores.tolist()):
+        assert ranked(g, w, s)
