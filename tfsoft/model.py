@@ -168,7 +168,9 @@ class TwoTowerModel(keras.Model):
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, self.trainable_variables) if g is not None]
         )
-        self.loss_tracker.update_state(loss * tf.distribute.get_strategy().num_replicas_in_sync)
+        # Each replica's loss is divided by the global batch: × replicas gives the batch mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.loss_tracker.update_state(loss * replicas if replicas != 1 else loss)
         return {"loss": self.loss_tracker.result()}
 
     def test_step(self, data):

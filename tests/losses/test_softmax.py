@@ -136,3 +136,75 @@ def test_cosine_preparation_normalises():
     np.testing.assert_allclose(x, [[0.6, 0.8]])
     with pytest.raises(ValueError, match=r"similarity must be one of \('dot', 'cosine'\); got 'l2'"):
         steps.prepare_embeddings(t(np.array([[1.0]])), "l2")
+
+
+@pytest.mark.parametrize("layout", ["positive_index", "offset", "offset_tensor"])
+@pytest.mark.parametrize("log_q", [True, False])
+def test_in_batch_duplicates_with_replica_offset_and_mixed_negatives(log_q, layout):
+    # Replica 1 of 2 (its positives are columns 3..5) plus 3 mixed negatives: the label mask is
+    # an off-diagonal band, duplicates of a row's positive sit on both replicas and among the
+    # mixed negatives, and must be masked everywhere but in the row's own column.
+    b, d = 3, 4
+    query = RNG.normal(size=(b, d))
+    candidates = RNG.normal(size=(2 * b + 3, d))
+    ids = np.array([7, 5, 2, 5, 7, 5, 5, 9, 7])
+    positive_index = np.array([3, 4, 5])
+    log_count = RNG.normal(size=len(ids)) if log_q else None
+    where = {"positive_index": {"positive_index": t(positive_index)}, "offset": {"positive_offset": 3},
+             "offset_tensor": {"positive_offset": tf.constant(3)}}[layout]
+
+    def loss(q, c):
+        return in_batch_softmax_loss(q, c, t(ids), temperature=0.2, **where,
+                                     candidate_log_expected_count=None if log_count is None else t(log_count))
+
+    def reference(q, c):
+        return ref.in_batch_softmax(q, c, ids, positive_index, 0.2, log_count, True)
+
+    np.testing.assert_allclose(loss(t(query), t(candidates)).numpy(), reference(query, candidates), rtol=1e-9, atol=1e-12)
+    _, (gq, gc) = grads(loss, query, candidates)
+    np.testing.assert_allclose(gq, ref.numeric_gradient(lambda x: reference(x, candidates).sum(), query.copy()), atol=1e-5)
+    np.testing.assert_allclose(gc, ref.numeric_gradient(lambda x: reference(query, x).sum(), candidates.copy()), atol=1e-5)
+    # in a tf.function, as in train_step
+    np.testing.assert_allclose(tf.function(loss)(t(query), t(candidates)).numpy(), reference(query, candidates),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("remove_duplicates", [True, False])
+def test_in_batch_default_layout_is_the_diagonal(remove_duplicates):
+    query, candidates = RNG.normal(size=(5, 4)), RNG.normal(size=(8, 4))
+    ids = np.array([1, 2, 1, 3, 1, 9, 2, 8])
+    got = in_batch_softmax_loss(t(query), t(candidates), t(ids), temperature=0.1, remove_duplicates=remove_duplicates)
+    np.testing.assert_allclose(got.numpy(), ref.in_batch_softmax(query, candidates, ids, np.arange(5), 0.1, None,
+                                                                 remove_duplicates), rtol=1e-9, atol=1e-12)
+
+
+def test_duplicate_mask_is_same_item_but_not_own_column():
+    logits = t(np.zeros((2, 5)))
+    ids, positive_index = t(np.array([4, 4, 6, 4, 6])), t(np.array([1, 2], dtype=np.int32))
+    expected = np.array([[True, False, False, True, False], [False, False, False, False, True]])
+    for kwargs in ({}, {"own_column": steps.positive_columns(positive_index, 5)}):
+        masked = steps.mask_duplicate_positives(logits, ids, positive_index, **kwargs).numpy()
+        np.testing.assert_array_equal(masked == steps.MASKED_LOGIT, expected)
+    for offset in (1, tf.constant(1)):  # positive_index None: row i's positive is column i + offset
+        masked = steps.mask_duplicate_positives(logits, ids, positive_offset=offset).numpy()
+        np.testing.assert_array_equal(masked == steps.MASKED_LOGIT, expected)
+    np.testing.assert_array_equal(steps.positive_columns(positive_index, 5).numpy(),
+                                  [[False, True, False, False, False], [False, False, True, False, False]])
+    np.testing.assert_array_equal(steps.diagonal_labels(tf.constant(2), tf.constant(5), 1, tf.float64).numpy(),
+                                  [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0]])
+    # masking adds MASKED_LOGIT: the masked entries' softmax weight is exactly 0
+    logits = t(RNG.normal(size=(2, 5)) * 10)
+    masked = steps.mask_duplicate_positives(logits, ids, positive_index)
+    np.testing.assert_array_equal(tf.nn.softmax(masked).numpy()[expected], 0.0)
+    np.testing.assert_array_equal(masked.numpy()[~expected], logits.numpy()[~expected])
+    half = steps.mask_duplicate_positives(tf.cast(logits, tf.float16), ids, positive_index)  # −1e9 is −inf here
+    assert not np.isnan(tf.nn.softmax(half).numpy()).any()
+
+
+def test_temperature_scales_query_or_logits_alike():
+    query, candidates = RNG.normal(size=(3, 4)), RNG.normal(size=(5, 4))
+    np.testing.assert_allclose(tf.matmul(steps.scale(t(query), 0.1), t(candidates), transpose_b=True).numpy(),
+                               steps.scale(tf.matmul(t(query), t(candidates), transpose_b=True), 0.1).numpy(),
+                               rtol=1e-12)
+    x = t(query)
+    assert steps.scale(x, 1.0) is x  # τ = 1 adds no op

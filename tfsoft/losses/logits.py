@@ -37,8 +37,14 @@ def prepare_embeddings(embeddings: tf.Tensor, similarity: str) -> tf.Tensor:
 
 
 def scale(logits: tf.Tensor, temperature: float) -> tf.Tensor:
-    """``logits / τ``. With cosine similarity τ in [0.1, 0.2] works best (SSM paper §3.1.2)."""
+    """``logits / τ``. With cosine similarity τ in [0.1, 0.2] works best (SSM paper §3.1.2).
+
+    Also used on the query before the matmul, ``s(q, c)/τ = (q/τ)·c``, which scales [B, d]
+    values instead of [B, M] logits. τ = 1 adds no op.
+    """
     if isinstance(temperature, (int, float)):
+        if temperature == 1:
+            return logits
         temperature = tf.constant(temperature, dtype=logits.dtype)  # exact in float64
     return logits / tf.cast(temperature, logits.dtype)
 
@@ -69,25 +75,71 @@ def mask_accidental_hits(logits: tf.Tensor, positive_ids: tf.Tensor, negative_id
     return tf.where(hits, tf.cast(MASKED_LOGIT, logits.dtype), logits)
 
 
+def positive_columns(positive_index: tf.Tensor, num_candidates: tf.Tensor) -> tf.Tensor:
+    """[B, M] bool, True at each row's positive column (any ``positive_index``)."""
+    columns = tf.range(tf.cast(num_candidates, positive_index.dtype), dtype=positive_index.dtype)
+    return tf.equal(positive_index[:, tf.newaxis], columns[tf.newaxis, :])
+
+
+def diagonal_labels(batch: tf.Tensor, num_candidates: tf.Tensor, offset, dtype) -> tf.Tensor:
+    """[B, M] one-hot labels when row i's positive is column ``i + offset`` (in-batch layout).
+
+    A diagonal written straight into a zero matrix: cheaper than comparing [B, M] indices.
+    """
+    return tf.linalg.diag(tf.ones(tf.reshape(batch, [1]), dtype), k=offset, num_rows=batch, num_cols=num_candidates)
+
+
+def add_mask(logits: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """``logits + MASKED_LOGIT`` where ``mask`` is True: exp() of a masked entry underflows to
+    exactly 0, as if the entry were replaced, and the gradient w.r.t. ``logits`` needs no select.
+    (float16, where −1e9 overflows to −inf and 0·−inf would be NaN: replaced instead.)"""
+    if logits.dtype == tf.float16:
+        return tf.where(mask, tf.cast(MASKED_LOGIT, logits.dtype), logits)
+    return logits + tf.cast(mask, logits.dtype) * tf.cast(MASKED_LOGIT, logits.dtype)
+
+
 def mask_duplicate_positives(
-    logits: tf.Tensor, candidate_ids: tf.Tensor, positive_index: tf.Tensor
+    logits: tf.Tensor,
+    candidate_ids: tf.Tensor,
+    positive_index: tf.Tensor | None = None,
+    *,
+    own_column: tf.Tensor | None = None,
+    positive_offset=0,
 ) -> tf.Tensor:
     """In-batch: mask columns holding the same item as the row's positive (but not the positive).
 
     When two examples of a batch share a positive item, each would otherwise be pushed away
-    from its own positive through the other column.
+    from its own positive through the other column. Masked entries get ``MASKED_LOGIT`` added
+    (:func:`add_mask`).
+
+    The row's own column always holds its positive item, so the mask is "same item" with the
+    own column cleared: one [B, M] comparison of ids, then the diagonal (``positive_index``
+    None) or an XOR with the label mask (any ``positive_index``).
 
     Args:
         logits: [B, M] logits against M candidates.
         candidate_ids: [M] item id of each candidate column.
-        positive_index: [B] column of each row's positive.
+        positive_index: [B] column of each row's positive; None = column ``i + positive_offset``.
+        own_column: optional [B, M] bool label mask of ``positive_index``
+            (:func:`positive_columns`), when the caller already built it.
+        positive_offset: int or scalar int32 tensor, used when ``positive_index`` is None
+            (the replica's first row in cross-replica gathered candidates).
     """
-    positive_ids = tf.gather(candidate_ids, positive_index)
-    same_item = tf.equal(positive_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :])
-    own_column = tf.equal(
-        positive_index[:, tf.newaxis], tf.range(tf.shape(candidate_ids, out_type=positive_index.dtype)[0])[tf.newaxis, :]
-    )
-    return tf.where(same_item & ~own_column, tf.cast(MASKED_LOGIT, logits.dtype), logits)
+    if positive_index is None:
+        batch = tf.shape(logits)[0]
+        rows = tf.range(batch)
+        if not (isinstance(positive_offset, int) and positive_offset == 0):
+            rows = rows + positive_offset
+        positive_ids = tf.gather(candidate_ids, rows)
+        same_item = tf.equal(positive_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :])
+        duplicate = tf.linalg.set_diag(same_item, tf.zeros(tf.reshape(batch, [1]), tf.bool), k=positive_offset)
+    else:
+        if own_column is None:
+            own_column = positive_columns(positive_index, tf.shape(candidate_ids)[0])
+        positive_ids = tf.gather(candidate_ids, positive_index)
+        same_item = tf.equal(positive_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :])
+        duplicate = tf.not_equal(same_item, own_column)
+    return add_mask(logits, duplicate)
 
 
 def mask_columns(logits: tf.Tensor, column_mask: tf.Tensor) -> tf.Tensor:

@@ -202,8 +202,7 @@ class InBatchSoftmax(RetrievalLoss):
         gather = source.gather if self.cross_replica else (lambda tensor: tensor)
         candidates = gather(positive)
         candidate_ids = gather(positive_ids)
-        offset = source.replica_offset() if self.cross_replica else 0
-        positive_index = tf.range(tf.shape(query)[0]) + offset
+        offset = source.replica_offset() if self.cross_replica else 0  # row i's positive: column i + offset
         batch = tf.cast(tf.shape(candidate_ids)[0], tf.float32)
         log_count = None
         if self.log_q:
@@ -220,7 +219,7 @@ class InBatchSoftmax(RetrievalLoss):
                 log_count = tf.reduce_logsumexp(tf.stack([in_batch, sampled]), axis=0)
         return in_batch_softmax_loss(
             query, candidates, candidate_ids,
-            positive_index=positive_index,
+            positive_offset=offset,
             temperature=self.temperature,
             candidate_log_expected_count=log_count,
             remove_duplicates=self.remove_duplicates,

@@ -24,5 +24,7 @@ def weighted_mean(
         per_example = per_example * tf.cast(tf.reshape(sample_weight, tf.shape(per_example)), tf.float32)
     if global_batch_size is None:
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_batch_size = tf.shape(per_example)[0] * replicas
+        global_batch_size = tf.shape(per_example)[0]
+        if replicas != 1:
+            global_batch_size = global_batch_size * replicas
     return tf.reduce_sum(per_example) / tf.cast(global_batch_size, tf.float32)
