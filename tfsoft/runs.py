@@ -305,6 +305,7 @@ def recommend(run_dir: str | Path, user, *, k: int = 10, exclude_seen: bool = Tr
 
 def _recommend_from_export(export_dir, raw_user, raw_history: list, k: int, exclude_seen: bool) -> dict:
     from tfsoft.export.servable import LOWEST_SCORE
+    from tfsoft.serving.client import ids_array
     from tfsoft.serving.repository import ModelRepository
 
     repository = ModelRepository(export_dir, "local", poll_seconds=0)
@@ -312,14 +313,12 @@ def _recommend_from_export(export_dir, raw_user, raw_history: list, k: int, excl
         raise RunError(f"'{export_dir}' holds no loadable exported version; write one with tfsoft export")
     loaded = repository.get("local")
     signature = "top_k_excluding" if exclude_seen else "serving_default"
-    id_array = (lambda values: np.asarray(values, dtype=object if any(isinstance(v, str) for v in values)
-                                          else np.int64))
     inputs = {}
     for name in loaded.input_specs(signature):
         if name == "user_id":
-            inputs[name] = id_array([raw_user])
+            inputs[name] = ids_array([raw_user])
         elif name in ("history", "exclude_item_ids"):
-            inputs[name] = id_array(raw_history).reshape(1, -1)
+            inputs[name] = ids_array(raw_history).reshape(1, -1)
     outputs = loaded.predict(signature, inputs)
     exported_k = outputs["item_ids"].shape[1]
     if k > exported_k:

@@ -146,7 +146,7 @@ class ScannIndex(tf.Module):
         while True:
             self.leaves_to_search = leaves
             recall = index_recall(self, queries, embeddings, k)
-            ladder.append({"leaves_to_search": leaves, "recall": round(recall, 6)})
+            ladder.append({"leaves_to_search": leaves, "recall": recall})
             if recall >= min_recall or leaves >= self.params.num_leaves:
                 return ladder
             leaves = min(self.params.num_leaves, 2 * leaves)

@@ -38,7 +38,8 @@ def pad_rows(rows: Sequence[Sequence], pad: Any = None) -> np.ndarray:
     return out
 
 
-def _ids_array(values: Sequence) -> np.ndarray:
+def ids_array(values: Sequence) -> np.ndarray:
+    """Raw ids -> an int64 array, or an object array when any id is a string."""
     values = list(values)
     is_text = any(isinstance(item, (str, bytes)) for item in values)
     return np.asarray(values, dtype=object if is_text else np.int64)
@@ -209,7 +210,7 @@ class Client:
         Padding slots (fewer than k items left) are dropped; ``k`` truncates."""
         inputs = {}
         if user_ids is not None:
-            inputs["user_id"] = _ids_array(user_ids)
+            inputs["user_id"] = ids_array(user_ids)
         if histories is not None:
             inputs["history"] = pad_rows(histories)
         if not inputs:
