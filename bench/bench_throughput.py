@@ -2,7 +2,8 @@
 
 Identical towers (history mean-pooling query tower over the last 20 items, item-id candidate
 tower, d = 64, tied embeddings), identical batches of lastfm_small next-item examples, same
-optimizer (Adam), same Keras settings (no ``jit_compile``, ``steps_per_execution`` = 1, TF's
+optimizer (``keras.optimizers.Adam``, as TFRS users write it, unless a variant says otherwise),
+same Keras settings (no ``jit_compile``, ``steps_per_execution`` = 1, TF's
 default threading) for every variant. Each variant trains in its own fresh process, the
 processes of a round are interleaved (order reversed every other round), and epochs are timed
 inside one ``fit`` (first epoch = warm-up, left out). Variants:
@@ -15,8 +16,14 @@ inside one ``fit`` (first epoch = warm-up, left out). Variants:
 * ``tfrs_retrieval_ssm``: the same SSM maths in TFRS (normalised towers,
   ``Retrieval(temperature=0.1, remove_accidental_hits=True)``): like-for-like with ``tfsoft_ssm``.
 * ``tfsoft_ssm_logq``: ``tfsoft_ssm`` plus the logQ correction, for its overhead.
+* ``tfsoft_ssm_sparse_gradients``: ``tfsoft_ssm`` with Keras' sparse table gradients
+  (``dense_gradients="never"``): what :mod:`tfsoft.gradients` saves.
+* ``tfsoft_ssm_fused_adam``: ``tfsoft_ssm`` with ``tfsoft train``'s ``optimizer: adam`` (tf_keras
+  legacy Adam, fused ``ResourceApplyAdam`` on the dense table gradients).
+* ``tfrs_retrieval_fused_adam``: the TFRS baseline given that same optimizer (its train_step
+  passes sparse slices, so the fused kernel never runs).
 
-    .venv/bin/python bench/bench_throughput.py --rounds 8
+    .venv/bin/python bench/bench_throughput.py --rounds 10
 """
 
 from __future__ import annotations
@@ -73,26 +80,33 @@ def towers(num_items, dim):
 def build(variant, num_items, counts, dim):
     keras.utils.set_random_seed(0)
     query, candidate = towers(num_items, dim)
-    if variant == "tfrs_retrieval":
-        model = TfrsRetrieval(query, candidate)
-    elif variant == "tfrs_retrieval_ssm":
+    tfsoft_model = dict(num_items=num_items, item_counts=counts)
+    if variant.startswith("tfrs_retrieval_ssm"):
         model = TfrsRetrieval(query, candidate, ssm=True, temperature=0.1)
+    elif variant.startswith("tfrs_retrieval"):
+        model = TfrsRetrieval(query, candidate)
     elif variant == "tfsoft_in_batch_dot":  # the same maths as TFRS: dot product, no masking
         model = TwoTowerModel(query, candidate, losses.InBatchSoftmax(temperature=1.0, remove_duplicates=False),
-                              num_items=num_items, item_counts=counts, similarity="dot")
-    elif variant == "tfsoft_ssm":  # the default: cosine, temperature, duplicate masking
-        model = TwoTowerModel(query, candidate, losses.InBatchSoftmax(temperature=0.1),
-                              num_items=num_items, item_counts=counts)
+                              similarity="dot", **tfsoft_model)
+    elif variant in ("tfsoft_ssm", "tfsoft_ssm_fused_adam"):  # the default: cosine, temperature, duplicate masking
+        model = TwoTowerModel(query, candidate, losses.InBatchSoftmax(temperature=0.1), **tfsoft_model)
+    elif variant == "tfsoft_ssm_sparse_gradients":  # Keras' sparse table gradients (tfsoft before tfsoft.gradients)
+        model = TwoTowerModel(query, candidate, losses.InBatchSoftmax(temperature=0.1), dense_gradients="never",
+                              **tfsoft_model)
     elif variant == "tfsoft_ssm_logq":
-        model = TwoTowerModel(query, candidate, losses.InBatchSoftmax(temperature=0.1, log_q=True),
-                              num_items=num_items, item_counts=counts)
+        model = TwoTowerModel(query, candidate, losses.InBatchSoftmax(temperature=0.1, log_q=True), **tfsoft_model)
     else:
         raise ValueError(variant)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    # keras.optimizers.Adam, as TFRS users write it, for every variant but the "_fused_adam" ones,
+    # which get tfsoft train's `optimizer: adam` (tf_keras legacy Adam: fused ResourceApplyAdam on
+    # dense gradients; TFRS's train_step hands it sparse slices, so TFRS gains nothing from it).
+    fused = variant.endswith("_fused_adam")
+    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-3) if fused else keras.optimizers.Adam(1e-3))
     return model
 
 
-VARIANTS = ["tfrs_retrieval", "tfsoft_in_batch_dot", "tfsoft_ssm", "tfrs_retrieval_ssm", "tfsoft_ssm_logq"]
+VARIANTS = ["tfrs_retrieval", "tfsoft_in_batch_dot", "tfsoft_ssm", "tfrs_retrieval_ssm", "tfsoft_ssm_logq",
+            "tfsoft_ssm_sparse_gradients", "tfsoft_ssm_fused_adam", "tfrs_retrieval_fused_adam"]
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -184,6 +198,9 @@ def main() -> None:
         "tfsoft_ssm_over_tfrs": _ratio("tfsoft_ssm", "tfrs_retrieval", rounds),
         "tfsoft_dot_over_tfrs": _ratio("tfsoft_in_batch_dot", "tfrs_retrieval", rounds),
         "tfsoft_ssm_over_tfrs_ssm": _ratio("tfsoft_ssm", "tfrs_retrieval_ssm", rounds),
+        "tfsoft_ssm_fused_adam_over_tfrs_fused_adam": _ratio("tfsoft_ssm_fused_adam", "tfrs_retrieval_fused_adam", rounds),
+        "tfsoft_ssm_fused_adam_over_tfrs": _ratio("tfsoft_ssm_fused_adam", "tfrs_retrieval", rounds),
+        "dense_over_sparse_gradients": _ratio("tfsoft_ssm", "tfsoft_ssm_sparse_gradients", rounds),
     }
     logq = _ratio("tfsoft_ssm", "tfsoft_ssm_logq", rounds)  # step-time ratio logq/ssm
     overhead = {"of_medians": logq["of_medians"] - 1, "median_of_rounds": logq["median_of_rounds"] - 1,
@@ -201,7 +218,7 @@ def main() -> None:
         "data": f"lastfm_small next-item examples ({steps * args.batch_size} per epoch, {steps} steps)",
         "batch_size": args.batch_size, "embedding_dim": args.dim, "rounds": args.rounds,
         "epochs_per_round": args.epochs, "machine": machine(),
-        "settings": "same for every variant: Adam(1e-3), no jit_compile, steps_per_execution=1, default TF "
+        "settings": "same for every variant: Adam(1e-3) (keras.optimizers.Adam; tf_keras legacy Adam for *_fused_adam), no jit_compile, steps_per_execution=1, default TF "
                     "threading; one fresh process per variant and round, rounds interleaved (order reversed "
                     "every other round); epochs timed inside one fit, first (warm-up) epoch left out",
         "note": "shared machine (2 vCPUs; another engineer's jobs ran at the same time): single numbers are "

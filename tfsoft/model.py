@@ -23,6 +23,7 @@ import numpy as np
 
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
+from tfsoft.gradients import DENSE_POLICIES, prepare_gradients
 from tfsoft.losses.logits import SIMILARITIES, prepare_embeddings
 from tfsoft.losses.objectives import RetrievalLoss
 from tfsoft.losses.reduction import weighted_mean
@@ -82,12 +83,19 @@ class TwoTowerModel(keras.Model):
         score_similarity: similarity at inference; default = ``similarity``. The SSM paper
             (Table 4) finds cosine for training with the inner product for scoring best.
         seed: seed of the negative samplers.
+        dense_gradients: how embedding-table gradients reach the optimizer
+            (:mod:`tfsoft.gradients`): ``auto`` (dense when the optimizer updates every row
+            anyway, e.g. Adam, or the batch touches as many rows as the table), ``always``,
+            ``never`` (Keras' default sparse slices).
     """
 
     def __init__(self, query_tower, candidate_tower, loss: RetrievalLoss, *, num_items: int,
                  item_counts=None, similarity: str = "cosine", score_similarity: str | None = None,
-                 seed: int | None = None, **kwargs):
+                 seed: int | None = None, dense_gradients: str = "auto", **kwargs):
         super().__init__(**kwargs)
+        if dense_gradients not in DENSE_POLICIES:
+            raise ConfigError(f"dense_gradients must be one of {DENSE_POLICIES}; got {dense_gradients!r}")
+        self.dense_gradients = dense_gradients
         if similarity not in SIMILARITIES:
             raise ConfigError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
         score_similarity = score_similarity or similarity
@@ -164,10 +172,9 @@ class TwoTowerModel(keras.Model):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss = self._total_loss(data, training=True)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(gradients, self.trainable_variables) if g is not None]
-        )
+        variables = self.trainable_variables
+        gradients = prepare_gradients(tape.gradient(loss, variables), variables, self.optimizer, self.dense_gradients)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
         # Each replica's loss is divided by the global batch: × replicas gives the batch mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         self.loss_tracker.update_state(loss * replicas if replicas != 1 else loss)

@@ -127,7 +127,8 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
 def _two_tower(config: Config, prepared: PreparedData, query, candidate) -> TwoTowerModel:
     return TwoTowerModel(query, candidate, build_loss(config.loss), num_items=prepared.items.num_indices,
                          item_counts=prepared.item_counts, similarity=config.model.similarity,
-                         score_similarity=config.model.score_similarity, seed=config.train.seed)
+                         score_similarity=config.model.score_similarity, seed=config.train.seed,
+                         dense_gradients=config.train.dense_gradients)
 
 
 def training_examples(config: Config, prepared: PreparedData) -> dict[str, np.ndarray]:
@@ -151,7 +152,15 @@ def make_strategy(name: str):
 
 
 def make_optimizer(config: Config):
-    optimizers = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad, "sgd": keras.optimizers.SGD}
+    """The optimizer of ``train.optimizer``.
+
+    ``adam`` is tf_keras' legacy ``Adam``: on a dense gradient it runs TensorFlow's fused
+    ``ResourceApplyAdam`` kernel, one op per table instead of about ten, with the same update
+    as ``keras.optimizers.Adam`` (``tests/test_gradients.py``). Embedding gradients reach it
+    dense (:mod:`tfsoft.gradients`); on lastfm_small that is ~10 % of the step
+    (``bench/bench_throughput.py``).
+    """
+    optimizers = {"adam": keras.optimizers.legacy.Adam, "adagrad": keras.optimizers.Adagrad, "sgd": keras.optimizers.SGD}
     return optimizers[config.train.optimizer](learning_rate=config.train.learning_rate)
 
 
