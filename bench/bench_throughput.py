@@ -221,8 +221,8 @@ def main() -> None:
         "settings": "same for every variant: Adam(1e-3) (keras.optimizers.Adam; tf_keras legacy Adam for *_fused_adam), no jit_compile, steps_per_execution=1, default TF "
                     "threading; one fresh process per variant and round, rounds interleaved (order reversed "
                     "every other round); epochs timed inside one fit, first (warm-up) epoch left out",
-        "note": "shared machine (2 vCPUs; another engineer's jobs ran at the same time): single numbers are "
-                "noisy, compare medians and per-round (paired) ratios",
+        "note": "2 vCPUs, possibly shared with other jobs: single numbers are noisy, compare medians and "
+                "per-round (paired) ratios",
         "results": results,
         "throughput_ratios": ratios, "log_q_overhead": overhead,
         "cpu_time": {**cpu_ratios, "log_q_overhead": cpu_overhead},

@@ -161,6 +161,8 @@ def write_config(tmp_path, payload: dict) -> Path:
     ({}, ["train.epoch=3"],
      "--set train.epoch=3: unknown key 'train.epoch'; allowed keys in train: epochs, batch_size"),
     ({}, ["model.towers.dim=3"], "--set model.towers.dim=3: unknown key 'model.towers'; allowed keys in model: query_tower"),
+    ({}, ["train.dense_gradients=sometimes"],
+     "'train.dense_gradients': got 'sometimes'; input should be 'auto', 'always' or 'never'"),
     ({}, ["train.epochs=three"], "'train.epochs': Input should be a valid integer, unable to parse string as an integer"),
     ({}, ["train.epochs"], "--set expects dotted.key=value (e.g. train.epochs=3); got 'train.epochs'"),
 ])

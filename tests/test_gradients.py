@@ -45,6 +45,19 @@ def test_auto_densifies_for_every_row_optimizers_and_large_slices_only():
         should_densify(few, variable, keras.optimizers.Adam(), "sometimes")
 
 
+def test_several_replicas_densify_only_when_the_gathered_slices_cover_the_table():
+    """Dense gradients are all-reduced (V rows), slices all-gathered (replicas x rows)."""
+    variable = tf.Variable(tf.zeros([V, D]))
+    quarter, _, _ = slices(rows=V // 4)
+    half, _, _ = slices(rows=V // 2)
+    adam = keras.optimizers.Adam()
+    assert should_densify(quarter, variable, adam, replicas=1)           # Adam touches every row anyway
+    assert not should_densify(quarter, variable, adam, replicas=2)       # 2 x 3 rows < 12
+    assert should_densify(half, variable, adam, replicas=2)              # 2 x 6 rows = 12
+    assert should_densify(quarter, variable, keras.optimizers.SGD(), replicas=4)
+    assert should_densify(quarter, variable, adam, "always", replicas=8)
+
+
 def test_unknown_slice_rows_stay_sparse_for_sparse_optimizers():
     variable = tf.Variable(tf.zeros([V, D]))
     sgd = keras.optimizers.SGD()
