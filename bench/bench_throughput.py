@@ -33,13 +33,12 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import machine, write_result  # noqa: E402
+from common import EpochTimer, machine, write_result  # noqa: E402
 
 import tensorflow_recommenders as tfrs  # noqa: E402
 
@@ -107,26 +106,6 @@ def build(variant, num_items, counts, dim):
 
 VARIANTS = ["tfrs_retrieval", "tfsoft_in_batch_dot", "tfsoft_ssm", "tfrs_retrieval_ssm", "tfsoft_ssm_logq",
             "tfsoft_ssm_sparse_gradients", "tfsoft_ssm_fused_adam", "tfrs_retrieval_fused_adam"]
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall and CPU time of each epoch, from its first step to its last.
-
-    Timing inside one ``fit`` leaves out what happens between epochs: tearing down one
-    epoch's input iterator sometimes stalls for ~0.5 s on this machine, whatever the model,
-    which swamped the step-time differences when every epoch was its own ``fit`` call.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.wall, self.cpu = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.wall.append(time.perf_counter() - self._started[0])
-        self.cpu.append(time.process_time() - self._started[1])
 
 
 def time_variant(name: str, batch_size: int, dim: int, epochs: int) -> tuple[list[float], list[float], int]:

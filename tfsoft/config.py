@@ -91,8 +91,9 @@ class TrainConfig(_Section):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    optimizer: Literal["adam", "adagrad", "sgd"] = Field(
-        "adam", description="adam: fused ResourceApplyAdam kernel (tf_keras legacy Adam), same update as keras.optimizers.Adam")
+    optimizer: Literal["adam", "lazy_adam", "adagrad", "sgd"] = Field(
+        "adam", description="adam: fused ResourceApplyAdam kernel (tf_keras legacy Adam), same update as keras.optimizers.Adam; "
+                            "lazy_adam: updates only the embedding rows of the batch (large catalogs, tfsoft.optimizers.LazyAdam)")
     dense_gradients: Literal["auto", "always", "never"] = Field(
         "auto", description="embedding-table gradients as one dense tensor (tfsoft.gradients): auto = when the optimizer updates every row anyway or the batch touches as many rows as the table")
     seed: int = 0

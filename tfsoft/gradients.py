@@ -46,8 +46,11 @@ def _every_row_optimizers() -> tuple[type, ...]:
 
 
 def updates_every_row(optimizer) -> bool:
-    """Whether ``optimizer``'s sparse update decays the state of every row of a table anyway."""
-    return isinstance(optimizer, _every_row_optimizers())
+    """Whether ``optimizer``'s sparse update decays the state of every row of a table anyway
+    (:class:`tfsoft.optimizers.LazyAdam`, an Adam that does not, is excluded)."""
+    from tfsoft.optimizers import LazyAdam
+
+    return isinstance(optimizer, _every_row_optimizers()) and not isinstance(optimizer, LazyAdam)
 
 
 def dense_from_slices(gradient: tf.IndexedSlices, num_rows) -> tf.Tensor:

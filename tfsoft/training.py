@@ -24,6 +24,7 @@ from tfsoft.determinism import make_deterministic
 from tfsoft.errors import ConfigError
 from tfsoft.evaluation import EvaluationResult
 from tfsoft.model import TwoTowerModel
+from tfsoft.optimizers import LazyAdam
 from tfsoft.towers import (
     FeatureTower, GRUTower, HistoryPoolingTower, IdTower, LightGCNEncoder, LightGCNItemTower, LightGCNUserTower, SASRecTower,
 )
@@ -158,9 +159,12 @@ def make_optimizer(config: Config):
     ``ResourceApplyAdam`` kernel, one op per table instead of about ten, with the same update
     as ``keras.optimizers.Adam`` (``tests/test_gradients.py``). Embedding gradients reach it
     dense (:mod:`tfsoft.gradients`); on lastfm_small that is ~10 % of the step
-    (``bench/bench_throughput.py``).
+    (``bench/bench_throughput.py``). ``lazy_adam`` (:class:`tfsoft.optimizers.LazyAdam`)
+    updates only the rows of the batch: for catalogs of 10^5 items and more, where Adam's
+    update of every row dominates the step (``bench/bench_optimizers.py``).
     """
-    optimizers = {"adam": keras.optimizers.legacy.Adam, "adagrad": keras.optimizers.Adagrad, "sgd": keras.optimizers.SGD}
+    optimizers = {"adam": keras.optimizers.legacy.Adam, "lazy_adam": LazyAdam, "adagrad": keras.optimizers.Adagrad,
+                  "sgd": keras.optimizers.SGD}
     return optimizers[config.train.optimizer](learning_rate=config.train.learning_rate)
 
 
