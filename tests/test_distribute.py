@@ -19,6 +19,7 @@ SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     from tfsoft import losses
     from tfsoft.model import TwoTowerModel
+    from tfsoft.optimizers import LazyAdam
     from tfsoft.towers import HistoryPoolingTower, IdTower
 
     V, D, B = 40, 8, 16
@@ -30,10 +31,14 @@ SCRIPT = textwrap.dedent(
     def build():
         keras.utils.set_random_seed(0)
         items = IdTower(V, D)
+        # sgd: sparse slices; adam: tfsoft's default, fused Adam on densified table gradients;
+        # lazy_adam: LazyAdam on the slices gathered from both replicas
         model = TwoTowerModel(HistoryPoolingTower(V, D, item_embedding=items.embedding), items, loss,
-                              num_items=V, item_counts=np.r_[0, np.arange(1, V)])
-        # sgd: sparse slices; adam: tfsoft's default, fused Adam on densified table gradients
-        model.compile(optimizer=keras.optimizers.SGD(0.5) if sys.argv[2] == "sgd" else keras.optimizers.legacy.Adam(0.05))
+                              num_items=V, item_counts=np.r_[0, np.arange(1, V)],
+                              dense_gradients="never" if sys.argv[2] == "lazy_adam" else "auto")
+        optimizer = {"sgd": lambda: keras.optimizers.SGD(0.5), "adam": lambda: keras.optimizers.legacy.Adam(0.05),
+                     "lazy_adam": lambda: LazyAdam(0.05)}[sys.argv[2]]()
+        model.compile(optimizer=optimizer)
         return model
 
     out = {}
@@ -60,7 +65,8 @@ def run(frequency, optimizer):
 import pytest
 
 
-@pytest.mark.parametrize("frequency, optimizer", [("counts", "sgd"), ("streaming", "sgd"), ("counts", "adam")])
+@pytest.mark.parametrize("frequency, optimizer", [("counts", "sgd"), ("streaming", "sgd"), ("counts", "adam"),
+                                                  ("counts", "lazy_adam")])
 def test_mirrored_in_batch_loss_and_update_match_single_device(frequency, optimizer):
     import numpy as np
 

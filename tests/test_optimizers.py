@@ -85,3 +85,18 @@ def test_lazy_adam_config_round_trip():
     restored = LazyAdam.from_config(optimizer.get_config())
     assert isinstance(restored, LazyAdam) and restored.beta_1 == 0.8
     assert float(restored.learning_rate.numpy() if hasattr(restored.learning_rate, "numpy") else restored.learning_rate) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("name, expected", [("adam", keras.optimizers.legacy.Adam), ("lazy_adam", LazyAdam),
+                                            ("adagrad", keras.optimizers.Adagrad), ("sgd", keras.optimizers.SGD)])
+def test_config_names_build_their_optimizer(name, expected):
+    from pathlib import Path
+
+    from tfsoft.config import load_config
+    from tfsoft.training import make_optimizer
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lastfm_in_batch.yaml",
+                         [f"train.optimizer={name}", "train.learning_rate=0.02"])
+    optimizer = make_optimizer(config)
+    assert type(optimizer) is expected
+    assert float(tf.keras.backend.get_value(optimizer.learning_rate)) == pytest.approx(0.02)
