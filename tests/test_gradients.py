@@ -6,8 +6,10 @@ import pytest
 from tfsoft import losses
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
-from tfsoft.gradients import dense_from_slices, prepare_gradients, should_densify, updates_every_row
+from tfsoft.gradients import (SAME_UPDATE_DENSE_OR_SPARSE, dense_from_slices, prepare_gradients, should_densify,
+                              updates_every_row)
 from tfsoft.model import TwoTowerModel
+from tfsoft.optimizers import LazyAdam
 from tfsoft.towers import HistoryPoolingTower, IdTower
 
 V, D = 12, 3
@@ -33,7 +35,8 @@ def test_auto_densifies_for_every_row_optimizers_and_large_slices_only():
     few, _, _ = slices(rows=4)
     many, _, _ = slices(rows=V)
     for every_row in (keras.optimizers.Adam(), keras.optimizers.legacy.Adam(), keras.optimizers.RMSprop(),
-                      keras.optimizers.AdamW()):
+                      keras.optimizers.AdamW(), keras.optimizers.SGD(momentum=0.9),
+                      keras.mixed_precision.LossScaleOptimizer(keras.optimizers.Adam())):
         assert updates_every_row(every_row) and should_densify(few, variable, every_row)
     for truly_sparse in (keras.optimizers.SGD(), keras.optimizers.Adagrad()):
         assert not updates_every_row(truly_sparse)
@@ -43,6 +46,39 @@ def test_auto_densifies_for_every_row_optimizers_and_large_slices_only():
     assert not should_densify(many, variable, keras.optimizers.Adam(), "never")
     with pytest.raises(ConfigError, match="dense_gradients must be one of"):
         should_densify(few, variable, keras.optimizers.Adam(), "sometimes")
+
+
+class _CustomAdam(keras.optimizers.Adam):
+    """A user's subclass: its update is unknown to tfsoft, so auto leaves its slices alone."""
+
+
+#: Optimizers whose sparse update differs from their dense one (lazy, or clipping slices).
+DIFFERENT_UPDATE = {
+    "lazy_adam": lambda: LazyAdam(0.1),
+    "legacy_adamax": lambda: keras.optimizers.legacy.Adamax(0.1),
+    "legacy_nadam": lambda: keras.optimizers.legacy.Nadam(0.1),
+    "legacy_sgd_momentum": lambda: keras.optimizers.legacy.SGD(0.1, momentum=0.9),
+    "legacy_rmsprop_momentum": lambda: keras.optimizers.legacy.RMSprop(0.1, momentum=0.9),
+    "adam_clipnorm": lambda: keras.optimizers.Adam(0.1, clipnorm=0.5),
+    "adam_clipvalue": lambda: keras.optimizers.Adam(0.1, clipvalue=0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENT_UPDATE))
+def test_auto_keeps_slices_for_optimizers_whose_update_would_change(name):
+    variable = tf.Variable(tf.zeros([V, D]))
+    many, _, _ = slices(rows=2 * V)
+    assert not should_densify(many, variable, DIFFERENT_UPDATE[name]())
+    assert not should_densify(many, variable, DIFFERENT_UPDATE[name](), replicas=4)
+    # ... and that is why: made dense, their update would differ from their own sparse one.
+    dense, sparse = _apply(DIFFERENT_UPDATE[name](), dense=True), _apply(DIFFERENT_UPDATE[name](), dense=False)
+    assert np.abs(dense - sparse).max() > 1e-3
+
+
+def test_auto_keeps_slices_for_unknown_optimizer_classes():
+    variable = tf.Variable(tf.zeros([V, D]))
+    many, _, _ = slices(rows=2 * V)
+    assert not should_densify(many, variable, _CustomAdam())
 
 
 def test_several_replicas_densify_only_when_the_gathered_slices_cover_the_table():
@@ -93,10 +129,19 @@ def _apply(optimizer, dense, steps=3):
     return variable.numpy()
 
 
-@pytest.mark.parametrize("make", [lambda: keras.optimizers.Adam(0.1), lambda: keras.optimizers.Adagrad(0.1),
-                                  lambda: keras.optimizers.SGD(0.1, momentum=0.9), lambda: keras.optimizers.RMSprop(0.1)])
-def test_dense_update_equals_the_sparse_update(make):
-    np.testing.assert_allclose(_apply(make(), dense=True), _apply(make(), dense=False), rtol=1e-5, atol=1e-6)
+SAME_UPDATE_CASES = [(cls, {}) for cls in SAME_UPDATE_DENSE_OR_SPARSE] + [
+    (keras.optimizers.SGD, {"momentum": 0.9}), (keras.optimizers.SGD, {"momentum": 0.9, "nesterov": True}),
+    (keras.optimizers.RMSprop, {"momentum": 0.9}), (keras.optimizers.RMSprop, {"centered": True}),
+]
+
+
+@pytest.mark.parametrize("cls, options", SAME_UPDATE_CASES,
+                         ids=[f"{c.__module__.split('.')[-2]}.{c.__name__}{o or ''}" for c, o in SAME_UPDATE_CASES])
+def test_dense_update_equals_the_sparse_update(cls, options):
+    """Every class auto may densify for: the same weights from the slices and from their sum."""
+    dense, sparse = _apply(cls(0.1, **options), dense=True), _apply(cls(0.1, **options), dense=False)
+    assert np.abs(dense - _apply(cls(0.1, **options), dense=True, steps=0)).max() > 1e-4  # it did train
+    np.testing.assert_allclose(dense, sparse, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_legacy_adam_on_dense_gradients_equals_keras_adam_on_slices():
@@ -143,3 +188,45 @@ def test_model_rejects_unknown_dense_gradients_policy():
     items = IdTower(V, D)
     with pytest.raises(ConfigError, match="dense_gradients must be one of"):
         TwoTowerModel(HistoryPoolingTower(V, D), items, losses.InBatchSoftmax(), num_items=V, dense_gradients="yes")
+
+
+@pytest.mark.parametrize("policy, make, expected", [
+    ("auto", lambda: keras.optimizers.Adam(0.05), "dense"),
+    ("never", lambda: keras.optimizers.Adam(0.05), "sparse"),
+    ("auto", lambda: LazyAdam(0.05), "sparse"),
+    ("auto", lambda: keras.optimizers.Adagrad(0.1), "sparse"),   # 8 x 5 rows < 64: stays sparse
+    ("always", lambda: keras.optimizers.Adagrad(0.1), "dense"),
+])
+def test_train_step_hands_the_optimizer_what_the_policy_says(policy, make, expected):
+    keras.utils.set_random_seed(0)
+    rows = 64
+    items = IdTower(rows, D)
+    model = TwoTowerModel(HistoryPoolingTower(rows, D, item_embedding=items.embedding), items,
+                          losses.InBatchSoftmax(temperature=0.2), num_items=rows, dense_gradients=policy)
+    optimizer = make()
+    seen = []
+    apply = optimizer.apply_gradients
+
+    def spy(grads_and_vars, *args, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        seen.extend("sparse" if isinstance(g, tf.IndexedSlices) else "dense" for g, v in grads_and_vars
+                    if "embedding" in v.name)
+        return apply(grads_and_vars, *args, **kwargs)
+
+    optimizer.apply_gradients = spy
+    model.compile(optimizer=optimizer, run_eagerly=True)
+    rng = np.random.default_rng(0)
+    data = {"history": rng.integers(1, rows, size=(8, 4)), "target": rng.integers(1, rows, size=8)}
+    model.fit(tf.data.Dataset.from_tensor_slices(data).batch(8), epochs=1, verbose=0)
+    assert seen and set(seen) == {expected}
+
+
+def test_config_dense_gradients_reaches_the_model(lastfm):
+    from pathlib import Path
+
+    from tfsoft.config import load_config
+    from tfsoft.training import build_model, prepare_data
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "lastfm_in_batch.yaml",
+                         ["train.dense_gradients=never", "model.embedding_dim=8"])
+    assert build_model(config, prepare_data(config.data)).dense_gradients == "never"

@@ -70,14 +70,40 @@ def test_lazy_adam_first_step_equals_adam_on_the_touched_rows():
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)  # same maths, operations in another order
 
 
-def test_lazy_adam_keeps_sparse_gradients_sparse_and_rejects_amsgrad():
+def test_lazy_adam_keeps_sparse_gradients_sparse_and_rejects_what_touches_every_row():
     assert not updates_every_row(LazyAdam())
     table = tf.Variable(tf.zeros([V, D]))
     few = tf.IndexedSlices(tf.zeros([3, D]), tf.constant([1, 2, 3], tf.int64))
-    assert not should_densify(few, table, LazyAdam())
+    many = tf.IndexedSlices(tf.zeros([2 * V, D]), tf.zeros([2 * V], tf.int64))
+    assert not should_densify(few, table, LazyAdam()) and not should_densify(many, table, LazyAdam(), replicas=2)
     assert should_densify(few, table, keras.optimizers.Adam())
-    with pytest.raises(ConfigError, match="amsgrad"):
-        LazyAdam(amsgrad=True)
+    for option in ({"amsgrad": True}, {"use_ema": True}, {"weight_decay": 0.01}):
+        with pytest.raises(ConfigError, match=next(iter(option))):
+            LazyAdam(**option)
+    assert LazyAdam().jit_compile is False  # a new XLA compilation per distinct row count otherwise
+
+
+def test_model_with_lazy_adam_moves_only_the_rows_of_each_batch():
+    """In TwoTowerModel (dense_gradients auto, slices holding more rows than the table)."""
+    from tfsoft import losses
+    from tfsoft.model import TwoTowerModel
+    from tfsoft.towers import HistoryPoolingTower, IdTower
+
+    rows = 30
+    keras.utils.set_random_seed(0)
+    items = IdTower(rows, 4)
+    model = TwoTowerModel(HistoryPoolingTower(rows, 4, item_embedding=items.embedding), items,
+                          losses.InBatchSoftmax(temperature=0.2), num_items=rows)
+    model.compile(optimizer=LazyAdam(0.05))
+    rng = np.random.default_rng(0)
+    everything = {"history": rng.integers(1, rows, size=(8, 4)), "target": rng.integers(1, rows, size=8)}
+    few_rows = {"history": rng.integers(1, 6, size=(8, 4)), "target": rng.integers(1, 6, size=8)}  # 40 slice rows
+    model.fit(tf.data.Dataset.from_tensor_slices(everything).batch(8, drop_remainder=True), epochs=1, verbose=0)
+    before = items.embedding.embeddings.numpy().copy()
+    model.fit(tf.data.Dataset.from_tensor_slices(few_rows).batch(8, drop_remainder=True), epochs=1, verbose=0)
+    after = items.embedding.embeddings.numpy()
+    np.testing.assert_array_equal(after[6:], before[6:])          # untouched rows: not moved
+    assert np.abs(after[1:6] - before[1:6]).min() > 0              # the batch's rows moved
 
 
 def test_lazy_adam_config_round_trip():

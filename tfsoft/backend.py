@@ -2,8 +2,10 @@
 
 TensorFlow Recommenders needs Keras 2 (``tf_keras``). ``TF_USE_LEGACY_KERAS=1`` must be set
 before TensorFlow is first imported so that ``tf.keras`` *is* ``tf_keras``; every other
-module does ``from tfsoft.backend import tf, keras``. A later port to Keras 3 changes this
-file only.
+module does ``from tfsoft.backend import tf, keras``. A later port to Keras 3 starts here,
+and also touches what relies on tf_keras specifics: ``keras.optimizers.legacy.Adam``
+(``tfsoft.training.make_optimizer``), :class:`tfsoft.optimizers.LazyAdam` (tf_keras'
+optimizer internals) and the optimizer lists of :mod:`tfsoft.gradients`.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class TrainConfig(_Section):
         "adam", description="adam: fused ResourceApplyAdam kernel (tf_keras legacy Adam), same update as keras.optimizers.Adam; "
                             "lazy_adam: updates only the embedding rows of the batch (large catalogs, tfsoft.optimizers.LazyAdam)")
     dense_gradients: Literal["auto", "always", "never"] = Field(
-        "auto", description="embedding-table gradients as one dense tensor (tfsoft.gradients): auto = when the optimizer updates every row anyway or the batch touches as many rows as the table")
+        "auto", description="embedding-table gradients as one dense tensor (tfsoft.gradients): auto = only for optimizers whose update is the same either way, when they update every row anyway (one replica) or the batch's slices hold as many rows as the table")
     seed: int = 0
     early_stopping_patience: Optional[int] = Field(5, ge=1)
     monitor: str = "val_ndcg@10"

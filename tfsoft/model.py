@@ -84,9 +84,10 @@ class TwoTowerModel(keras.Model):
             (Table 4) finds cosine for training with the inner product for scoring best.
         seed: seed of the negative samplers.
         dense_gradients: how embedding-table gradients reach the optimizer
-            (:mod:`tfsoft.gradients`): ``auto`` (dense when the optimizer updates every row
-            anyway, e.g. Adam, or the batch touches as many rows as the table), ``always``,
-            ``never`` (Keras' default sparse slices).
+            (:mod:`tfsoft.gradients`): ``auto`` (dense only for optimizers whose update is
+            the same either way, when they update every row anyway, e.g. Adam on one replica,
+            or the batch's slices hold as many rows as the table), ``always``, ``never``
+            (Keras' default sparse slices).
     """
 
     def __init__(self, query_tower, candidate_tower, loss: RetrievalLoss, *, num_items: int,

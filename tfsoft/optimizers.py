@@ -26,11 +26,21 @@ class LazyAdam(keras.optimizers.Adam):
     ``LazyAdamOptimizer`` and PyTorch's ``SparseAdam``: it differs from Adam in that an untouched
     row neither decays its moments nor keeps moving on its momentum. Dense gradients (towers'
     dense layers) get the ordinary Adam update. Cost per step: O(rows in the batch · d).
+    :func:`tfsoft.gradients.prepare_gradients` (``auto``) never densifies its gradients;
+    ``dense_gradients="always"`` would make it plain Adam. Clipping (``clipnorm``, ...)
+    applies to the batch's slices before they are summed, as for every Keras optimizer.
     """
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name="LazyAdam", **kwargs):
-        if kwargs.get("amsgrad"):
-            raise ConfigError("LazyAdam does not support amsgrad=True")
+        for option in ("amsgrad", "use_ema"):
+            if kwargs.get(option):
+                raise ConfigError(f"LazyAdam does not support {option}=True")
+        if kwargs.get("weight_decay"):
+            raise ConfigError("LazyAdam does not support weight_decay: Keras decays every row of every table "
+                              "each step, which is what LazyAdam avoids; use an l2 embedding regulariser instead")
+        # A batch's number of distinct rows changes every step: under XLA (Keras' default on a
+        # GPU) every new count would be a new compilation.
+        kwargs.setdefault("jit_compile", False)
         super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
                          name=name, **kwargs)
 

@@ -158,8 +158,9 @@ def make_optimizer(config: Config):
     ``adam`` is tf_keras' legacy ``Adam``: on a dense gradient it runs TensorFlow's fused
     ``ResourceApplyAdam`` kernel, one op per table instead of about ten, with the same update
     as ``keras.optimizers.Adam`` (``tests/test_gradients.py``). Embedding gradients reach it
-    dense (:mod:`tfsoft.gradients`); on lastfm_small that is ~10 % of the step
-    (``bench/bench_throughput.py``). ``lazy_adam`` (:class:`tfsoft.optimizers.LazyAdam`)
+    dense on one replica (:mod:`tfsoft.gradients`); on lastfm_small that is ~10 % of the step
+    (``bench/bench_throughput.py``). Unlike ``keras.optimizers.Adam`` its moments are not
+    written into ``*.weights.h5``; runs restore weights only, never the optimizer state. ``lazy_adam`` (:class:`tfsoft.optimizers.LazyAdam`)
     updates only the rows of the batch: for catalogs of 10^5 items and more, where Adam's
     update of every row dominates the step (``bench/bench_optimizers.py``).
     """
