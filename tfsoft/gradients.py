@@ -45,6 +45,12 @@ DensePolicy = Literal["auto", "always", "never"]
 DENSE_POLICIES = ("auto", "always", "never")
 
 
+def check_dense_policy(policy) -> None:
+    """Raise a :class:`ConfigError` naming the allowed values unless ``policy`` is one of them."""
+    if policy not in DENSE_POLICIES:
+        raise ConfigError(f"dense_gradients must be one of {DENSE_POLICIES}; got {policy!r}")
+
+
 def _classes(module, names) -> tuple[type, ...]:
     return tuple(getattr(module, name) for name in names if hasattr(module, name))
 
@@ -98,8 +104,7 @@ def should_densify(gradient: tf.IndexedSlices, variable, optimizer, policy: Dens
     hold at least as many rows as the table (``replicas × slice rows ≥ V``, repeats counted,
     statically known shapes only).
     """
-    if policy not in DENSE_POLICIES:
-        raise ConfigError(f"dense_gradients must be one of {DENSE_POLICIES}; got {policy!r}")
+    check_dense_policy(policy)
     if policy != "auto":
         return policy == "always"
     if not same_update_dense_or_sparse(optimizer):

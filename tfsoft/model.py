@@ -23,7 +23,7 @@ import numpy as np
 
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
-from tfsoft.gradients import DENSE_POLICIES, prepare_gradients
+from tfsoft.gradients import check_dense_policy, prepare_gradients
 from tfsoft.losses.logits import SIMILARITIES, prepare_embeddings
 from tfsoft.losses.objectives import RetrievalLoss
 from tfsoft.losses.reduction import weighted_mean
@@ -94,8 +94,7 @@ class TwoTowerModel(keras.Model):
                  item_counts=None, similarity: str = "cosine", score_similarity: str | None = None,
                  seed: int | None = None, dense_gradients: str = "auto", **kwargs):
         super().__init__(**kwargs)
-        if dense_gradients not in DENSE_POLICIES:
-            raise ConfigError(f"dense_gradients must be one of {DENSE_POLICIES}; got {dense_gradients!r}")
+        check_dense_policy(dense_gradients)
         self.dense_gradients = dense_gradients
         if similarity not in SIMILARITIES:
             raise ConfigError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")

@@ -160,9 +160,11 @@ def make_optimizer(config: Config):
     as ``keras.optimizers.Adam`` (``tests/test_gradients.py``). Embedding gradients reach it
     dense on one replica (:mod:`tfsoft.gradients`); on lastfm_small that is ~10 % of the step
     (``bench/bench_throughput.py``). Unlike ``keras.optimizers.Adam`` its moments are not
-    written into ``*.weights.h5``; runs restore weights only, never the optimizer state. ``lazy_adam`` (:class:`tfsoft.optimizers.LazyAdam`)
-    updates only the rows of the batch: for catalogs of 10^5 items and more, where Adam's
-    update of every row dominates the step (``bench/bench_optimizers.py``).
+    written into ``*.weights.h5``; runs restore weights only, never the optimizer state.
+
+    ``lazy_adam`` (:class:`tfsoft.optimizers.LazyAdam`) updates only the rows of the batch:
+    for catalogs of 10^5 items and more, where Adam's update of every row dominates the step
+    (``bench/bench_optimizers.py``).
     """
     optimizers = {"adam": keras.optimizers.legacy.Adam, "lazy_adam": LazyAdam, "adagrad": keras.optimizers.Adagrad,
                   "sgd": keras.optimizers.SGD}
