@@ -82,15 +82,18 @@ def speed(catalogs: list[int]) -> dict:
 def quality(seeds: list[int], epochs: int | None) -> dict:
     from tfsoft.config import load_config
     from tfsoft.training import train
+    from tfsoft.validation import evaluate_splits
 
     results = {}
     for name in ("adam", "lazy_adam"):
         recall, ndcg, best = [], [], []
         for seed in seeds:
             overrides = [f"train.optimizer={name}", f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else [])
-            result = train(load_config(ROOT / "configs" / "lastfm_in_batch.yaml", overrides))
-            recall.append(result.test.metrics["recall@10"])
-            ndcg.append(result.test.metrics["ndcg@10"])
+            config = load_config(ROOT / "configs" / "lastfm_in_batch.yaml", overrides)
+            result = train(config)
+            test = evaluate_splits(result.model, config, result.prepared, ["test"])["test"]
+            recall.append(test["recall@10"])
+            ndcg.append(test["ndcg@10"])
             best.append(result.best_epoch)
             print(f"{name:10s} seed {seed}: test recall@10 {recall[-1]:.4f} ndcg@10 {ndcg[-1]:.4f} "
                   f"(best epoch {best[-1]})", flush=True)

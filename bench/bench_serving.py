@@ -362,7 +362,8 @@ def bench_rest_lastfm(warmup: int, count: int, scratch: Path, epochs: int = 2) -
 
     from tfsoft.config import load_config
     from tfsoft.export.exporter import export_run
-    from tfsoft.runs import prepare_data, train_run
+    from tfsoft.train_run import train_run
+    from tfsoft.training import prepare_data
 
     config = load_config(ROOT / "configs" / "lastfm_in_batch.yaml", [f"train.epochs={epochs}"])
     run_dir = scratch / "lastfm_run"

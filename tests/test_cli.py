@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tfsoft import runs
+from tfsoft import train_run as train_run_module
 from tfsoft.backend import keras
 from tfsoft.cli import main
 from tfsoft.config import load_config
@@ -124,7 +124,7 @@ def test_ctrl_c_during_fit_leaves_a_usable_last_checkpoint(tmp_path, monkeypatch
             if self.epoch == 1 and batch == 2:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs, "train_run", functools.partial(runs.train_run, callbacks=[CtrlC()]))
+    monkeypatch.setattr(train_run_module, "train_run", functools.partial(train_run_module.train_run, callbacks=[CtrlC()]))
     run = tmp_path / "interrupted"
     code = train("--run-dir", run, "--set", "train.epochs=3", "--set", "train.steps_per_epoch=5",
                  "--set", "model.embedding_dim=16")
@@ -150,7 +150,12 @@ def write_config(tmp_path, payload: dict) -> Path:
     ({"train": {"epoch": 3}}, [],
      "unknown key 'train.epoch'; allowed keys in train: epochs, batch_size, learning_rate"),
     ({"loss": {"name": "softmax"}}, [],
-     "'loss.name': got 'softmax'; input should be 'full_softmax', 'sampled_softmax', 'in_batch', 'bpr' or 'bce'"),
+     "'loss': unknown loss 'softmax'; registered: full_softmax, sampled_softmax, in_batch, bpr, bce"),
+    ({"loss": {"name": "bpr", "temperature": 0.1}}, [],
+     "'loss': key 'temperature' is not read by loss 'bpr'; loss 'bpr' reads: name, num_negatives, proposal"),
+    ({}, ["model.query_tower.num_layers=3"],
+     "--set model.query_tower.num_layers=3: unknown key 'model.query_tower.num_layers'; allowed keys in "
+     "model.query_tower: name, history_exponent, use_user_embedding"),
     ({"distribute": {"strategy": "tpu"}}, [],
      "'distribute.strategy': got 'tpu'; input should be 'default', 'mirrored' or 'multi_worker'"),
     ({"train": {"batch_size": "many"}}, [], "'train.batch_size': Input should be a valid integer"),
@@ -210,7 +215,7 @@ def test_every_yaml_in_configs_validates():
     default = load_config(CONFIG)
     assert (default.data.path, default.data.split, default.data.window, default.data.max_history) == \
         ("lastfm_small", "leave_one_out", 20, 20)
-    assert (default.model.query_tower, default.model.embedding_dim, default.model.similarity) == \
+    assert (default.model.query_tower.name, default.model.embedding_dim, default.model.similarity) == \
         ("history_pooling", 64, "cosine")
     assert (default.loss.name, default.loss.temperature) == ("in_batch", 0.1)
     assert (default.train.optimizer, default.train.learning_rate, default.train.batch_size, default.train.epochs,
@@ -226,7 +231,7 @@ def test_loss_configs_match_the_loss_benchmark_variants():
         config = load_config(ROOT / "configs" / "losses" / f"{name}.yaml")
         assert {key: getattr(config.loss, key) for key in loss} == loss, name
         assert {key: getattr(config.model, key) for key in model} == model, name
-        assert (config.model.query_tower, config.model.embedding_dim, config.data.window) == ("history_pooling", 64, 20)
+        assert (config.model.query_tower.name, config.model.embedding_dim, config.data.window) == ("history_pooling", 64, 20)
 
 
 def test_tower_configs_match_the_tower_benchmark_variants():
@@ -238,7 +243,11 @@ def test_tower_configs_match_the_tower_benchmark_variants():
     for name, payload in variants.items():
         config = load_config(ROOT / "configs" / "towers" / f"{name}.yaml")
         for section, values in payload.items():
-            got = {key: getattr(getattr(config, section), key) for key in values}
+            dumped = getattr(config, section).model_dump()
+            got = {key: dumped[key] for key in values}
+            for key, value in values.items():  # a component given as a mapping: compare the keys it sets
+                if isinstance(value, dict):
+                    got[key] = {k: got[key][k] for k in value}
             assert {k: tuple(v) if isinstance(v, list) else v for k, v in got.items()} == \
                 {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, (name, section)
 
@@ -250,7 +259,9 @@ def test_recommend_answers_a_retrieval_query_for_one_user(run_dir, capsys):
     answer = json.loads(capsys.readouterr().out)
     assert answer["user"] == 1 and len(answer["items"]) == 10 and len(set(answer["items"])) == 10
     assert answer["scores"] == sorted(answer["scores"], reverse=True)
-    assert not set(answer["items"]) & set(runs.prepare_data(load_config(run_dir / "config.yaml").data)
+    from tfsoft.training import prepare_data
+
+    assert not set(answer["items"]) & set(prepare_data(load_config(run_dir / "config.yaml").data)
                                           .interactions.query("user == 1")["item"])  # seen items skipped
     assert None not in answer["items"]
 

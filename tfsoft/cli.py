@@ -87,12 +87,13 @@ def _train(args: argparse.Namespace) -> int:
     from tfsoft.config import load_config
 
     config = load_config(args.config, args.overrides or ())  # validated before TensorFlow loads
-    from tfsoft import runs
+    from tfsoft.train_run import train_run
+    from tfsoft.validation import SPLITS
 
-    metrics = runs.train_run(config, args.run_dir, overwrite=args.overwrite)
+    metrics = train_run(config, args.run_dir, overwrite=args.overwrite)
     print(f"run written to {args.run_dir} (best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
           f"{metrics['train_seconds']:.1f}s of training)")
-    for split in runs.SPLITS:
+    for split in SPLITS:
         shown = "  ".join(f"{name} {metrics[split][name]:.4f}" for name in ("recall@10", "ndcg@10", "mrr@10",
                                                                              "recall@20", "ndcg@20")
                           if name in metrics[split])
@@ -101,19 +102,35 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tfsoft import runs
+    from tfsoft.loaded_run import evaluate_run
 
-    splits = [args.split] if args.split else list(runs.SPLITS)
-    print(json.dumps(runs.evaluate_run(args.run_dir, splits=splits, checkpoint=args.checkpoint), indent=2))
+    splits = [args.split] if args.split else ["validation", "test"]
+    print(json.dumps(evaluate_run(args.run_dir, splits=splits, checkpoint=args.checkpoint), indent=2))
     return 0
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from tfsoft import runs
+    from tfsoft.loaded_run import open_run
 
+    run = open_run(args.run_dir, "best" if args.export_dir is None else None)
     user = int(args.user) if args.user.lstrip("-").isdigit() else args.user
-    answer = runs.recommend(args.run_dir, user, k=args.k, exclude_seen=not args.include_seen,
-                            export_dir=args.export_dir)
+    if args.export_dir is None:
+        from tfsoft.recommend import recommend
+
+        answer = recommend(run, user, k=args.k, exclude_seen=not args.include_seen)
+    else:  # the same user's history, answered by the exported SavedModel
+        from tfsoft.recommend import user_history
+        from tfsoft.serving.local import recommend_from_export
+
+        if args.k < 1:
+            from tfsoft.errors import RunError
+
+            raise RunError(f"k must be >= 1; got {args.k}")
+        raw_user, _, history = user_history(run, user)
+        items = run.prepared.items
+        answer = {"user": raw_user, "history": items.ids(history[-run.max_history:]),
+                  **recommend_from_export(args.export_dir, raw_user, items.ids(history), args.k,
+                                          not args.include_seen)}
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0

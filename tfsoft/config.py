@@ -16,12 +16,15 @@ import copy
 import os
 import typing
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tfsoft.errors import ConfigError
+from tfsoft.losses.sections import LOSSES
+from tfsoft.registry import ComponentError, Registry
+from tfsoft.towers.sections import CANDIDATE_TOWERS, QUERY_TOWERS
 
 
 class _Section(BaseModel):
@@ -58,33 +61,51 @@ class DataConfig(_Section):
     item_features: Optional[FeatureFileConfig] = None
 
 
+#: keys that moved into a tower's own section (old key -> where it lives now)
+_MOVED_MODEL_KEYS = {
+    "num_layers": "model.query_tower.num_layers (gru, lightgcn) or model.query_tower.num_blocks (sasrec)",
+    "num_heads": "model.query_tower.num_heads (sasrec)",
+    "dropout": "model.query_tower.dropout (gru, sasrec)",
+    "hidden_units": "model.query_tower.hidden_units (gru)",
+    "history_exponent": "model.query_tower.history_exponent (history_pooling)",
+    "use_user_embedding": "model.query_tower.use_user_embedding (history_pooling)",
+}
+
+
+def _component(registry, default: str):
+    """A config field holding a registered component's section (a bare name or a mapping)."""
+    return Field(default_factory=lambda: registry.parse(default),
+                 description=f"a {registry.kind} (a name, or a mapping with 'name' and the {registry.kind}'s keys)")
+
+
 class ModelConfig(_Section):
-    query_tower: Literal["id", "history_pooling", "gru", "sasrec", "lightgcn", "features"] = "history_pooling"
-    candidate_tower: Literal["id", "features"] = Field("id", description="features: item id + data.item_features")
+    query_tower: Any = _component(QUERY_TOWERS, "history_pooling")
+    candidate_tower: Any = _component(CANDIDATE_TOWERS, "id")
     embedding_dim: int = Field(64, ge=1, le=4096)
     similarity: Literal["dot", "cosine"] = "cosine"
     score_similarity: Optional[Literal["dot", "cosine"]] = None
-    history_exponent: float = Field(1.0, ge=0, le=1, description="α1 of the history pooling tower")
-    use_user_embedding: bool = False
     tie_item_embeddings: bool = Field(False, description="share the item table between history and candidate towers (off: items do not repeat in most logs, and a tied query sits next to its own history)")
     l2: float = Field(0.0, ge=0)
-    num_layers: int = Field(2, ge=1, le=16, description="GRU layers / SASRec blocks / LightGCN propagation layers")
-    num_heads: int = Field(2, ge=1, le=64, description="SASRec attention heads")
-    dropout: Optional[float] = Field(None, ge=0, lt=1, description="default: 0.5 for gru, 0.3 for sasrec (CSRec settings)")
-    hidden_units: Optional[int] = Field(None, ge=1, description="GRU state size (default embedding_dim)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, payload):
+        if isinstance(payload, dict):
+            moved = [key for key in payload if key in _MOVED_MODEL_KEYS]
+            if moved:
+                where = "; ".join(f"model.{key} is now {_MOVED_MODEL_KEYS[key]}" for key in moved)
+                raise ValueError(f"{where}: each tower owns its keys, e.g. query_tower: {{name: gru, num_layers: 2}}")
+        return payload
 
-class LossConfig(_Section):
-    name: Literal["full_softmax", "sampled_softmax", "in_batch", "bpr", "bce"] = "in_batch"
-    temperature: float = Field(0.1, gt=0)
-    log_q_correction: bool = False
-    num_negatives: Optional[int] = Field(None, ge=1, description="sampled/BPR/BCE negatives; in_batch: extra uniform (mixed) negatives")
-    proposal: Literal["uniform", "unigram", "log_uniform"] = "unigram"
-    beta: float = Field(1.0, ge=0, le=1)
-    shared_negatives: bool = True
-    remove_accidental_hits: bool = True
-    remove_duplicates: bool = True
-    frequency_estimation: Literal["counts", "streaming"] = Field("counts", description="in_batch logQ: item counts or streaming estimate (Yi et al. 2019)")
+    @field_validator("query_tower", mode="before")
+    @classmethod
+    def _query_tower(cls, value):
+        return QUERY_TOWERS.parse(value, "model.query_tower", default="history_pooling")
+
+    @field_validator("candidate_tower", mode="before")
+    @classmethod
+    def _candidate_tower(cls, value):
+        return CANDIDATE_TOWERS.parse(value, "model.candidate_tower", default="id")
 
 
 class TrainConfig(_Section):
@@ -134,16 +155,31 @@ class ExportConfig(_Section):
 
 class DistributeConfig(_Section):
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    cpu_replicas: Optional[int] = Field(None, ge=1, le=64, description="mirrored: split the CPU into this many logical devices (tests and CPU-only machines)")
 
 
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
+    loss: Any = _component(LOSSES, "in_batch")
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     distribute: DistributeConfig = DistributeConfig()
     export: ExportConfig = ExportConfig()
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, value):
+        return LOSSES.parse(value, "loss", default="in_batch")
+
+    @model_validator(mode="after")
+    def _per_position_queries(self):
+        tower = self.model.query_tower
+        if self.data.example_mode == "user" and not tower.sequence_outputs:
+            capable = [name for name in QUERY_TOWERS.names() if QUERY_TOWERS.get(name).sequence_outputs]
+            raise ValueError(f"data.example_mode 'user' trains one query per position, which needs a query tower "
+                             f"with per-position outputs ({', '.join(capable)}); got '{tower.name}'")
+        return self
 
     @model_validator(mode="after")
     def _monitor_is_reported(self):
@@ -152,6 +188,16 @@ class Config(_Section):
         if self.train.monitor not in reported:
             raise ValueError(f"train.monitor: got {self.train.monitor!r}; the epoch logs report {', '.join(reported)}")
         return self
+
+
+#: fields that hold a registered component's section
+_COMPONENT_FIELDS = {(Config, "loss"): LOSSES, (ModelConfig, "query_tower"): QUERY_TOWERS,
+                     (ModelConfig, "candidate_tower"): CANDIDATE_TOWERS}
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for a loss being monitored, ``max`` for a ranking metric (``val_ndcg@10``)."""
+    return "min" if monitor.endswith("loss") else "max"
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
@@ -167,6 +213,10 @@ def _format_errors(error: ValidationError, source: str) -> str:
             lines.append(f"unknown key '{key}'; allowed keys{' in ' + '.'.join(section) if section else ''}: {allowed}")
         elif not key:  # a check across sections (model_validator on Config)
             lines.append(item["msg"].removeprefix("Value error, "))
+        elif isinstance(item.get("ctx", {}).get("error"), ComponentError):  # names its own key path
+            lines.append(str(item["ctx"]["error"]))
+        elif item["type"] == "value_error":  # a moved key
+            lines.append(f"'{key}': {item['msg'].removeprefix('Value error, ')}")
         elif item["type"] == "literal_error":
             lines.append(f"'{key}': got {item['input']!r}; {item['msg'].lower()}")
         else:
@@ -189,6 +239,11 @@ def _section_model(annotation):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
+
+
+def _component_registry(model, field: str) -> Registry | None:
+    """The registry behind a component field (``loss``, ``model.query_tower``, ...), else None."""
+    return _COMPONENT_FIELDS.get((model, field))
 
 
 def _is_mapping(annotation) -> bool:
@@ -236,6 +291,19 @@ def apply_overrides(payload: dict | None, overrides: Sequence[str]) -> dict:
                                   f"{' in ' + section if section else ''}: {', '.join(model.model_fields)}")
             if depth == len(parts) - 1:
                 break
+            registry = _component_registry(model, part)
+            if registry is not None:  # a component: its keys are those of the component named there
+                current = node.get(part)
+                if not isinstance(current, dict):
+                    current = {"name": current if isinstance(current, str) else
+                               model.model_fields[part].default_factory().name}
+                    node[part] = current
+                child_model = registry.section_class(current)
+                if child_model is None:
+                    raise ConfigError(f"--set {override}: unknown {registry.kind} {current.get('name')!r} in "
+                                      f"'{'.'.join(parts[:depth + 1])}.name'; registered: {', '.join(registry.names())}")
+                model, node = child_model, current
+                continue
             annotation = model.model_fields[part].annotation if model is not None else dict
             child_model = _section_model(annotation)
             if child_model is None and not _is_mapping(annotation):

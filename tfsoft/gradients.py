@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tfsoft import distribute
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
 
@@ -125,7 +126,7 @@ def prepare_gradients(gradients, variables, optimizer, policy: DensePolicy = "au
         optimizer: the optimizer that will apply them (its class decides ``auto``).
         policy: ``auto`` | ``always`` | ``never``.
     """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    replicas = distribute.num_replicas()
     prepared = []
     for gradient, variable in zip(gradients, variables):
         if isinstance(gradient, tf.IndexedSlices) and should_densify(gradient, variable, optimizer, policy, replicas):

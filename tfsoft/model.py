@@ -19,8 +19,11 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from tfsoft import distribute
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
 from tfsoft.gradients import check_dense_policy, prepare_gradients
@@ -30,12 +33,36 @@ from tfsoft.losses.reduction import weighted_mean
 from tfsoft.sampling import NegativeSampler, StreamingFrequencyEstimator, make_proposal
 
 
-class _CandidateSource:
-    """The :class:`tfsoft.losses.objectives.CandidateSource` of one training/eval step."""
+@dataclass(frozen=True)
+class Encoded:
+    """One step's examples after the towers (:meth:`TwoTowerModel.encode`).
 
-    def __init__(self, model: "TwoTowerModel", training: bool, local_batch):
-        self._model, self._training, self._local_batch = model, training, local_batch
+    Attributes:
+        query: [N, d] query embeddings, prepared for the training similarity.
+        positive: [N, d] the positives' candidate embeddings, prepared likewise.
+        target: [N] int64 positive item indices.
+        weight: [N] sample weights, or None.
+        rows: [N] int32 batch row of each example (per-position training flattens [B, L] into
+            N = the non-padding positions).
+    """
+
+    query: tf.Tensor
+    positive: tf.Tensor
+    target: tf.Tensor
+    weight: tf.Tensor | None
+    rows: tf.Tensor
+
+
+class TrainingStepContext:
+    """The :class:`tfsoft.losses.objectives.StepContext` of one step: what an objective may ask
+    of the model (candidate embeddings, the catalog, negatives, item frequencies, the batch's
+    features, replicas) without reaching into towers."""
+
+    def __init__(self, model: "TwoTowerModel", features: dict, encoded: Encoded, training: bool):
+        self._model, self._training, self._encoded = model, training, encoded
+        self.features = features
         self.num_indices = model.num_items
+        self.training = training
 
     def embed(self, ids):
         return prepare_embeddings(self._model.candidate_tower(ids, training=self._training), self._model.similarity)
@@ -46,17 +73,14 @@ class _CandidateSource:
     def valid_items(self):
         return tf.range(self._model.num_items) > 0
 
+    def example_rows(self):
+        return self._encoded.rows
+
     def gather(self, tensor):
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return tensor
-        return context.all_gather(tf.identity(tensor), axis=0)
+        return distribute.all_gather(tensor)
 
     def replica_offset(self):
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return 0
-        return tf.cast(context.replica_id_in_sync_group, tf.int32) * self._local_batch
+        return distribute.replica_offset(tf.shape(self._encoded.target)[0])
 
     def log_item_probability(self, ids):
         estimator = self._model.frequency_estimator
@@ -67,6 +91,23 @@ class _CandidateSource:
 
     def sampler(self, key):
         return self._model.samplers[key]
+
+    def shared_negatives(self, key, num):
+        """[num] ids drawn for the whole (global) batch: each replica draws its share with its own
+        seed and the shares are gathered, so every replica scores the same global set
+        (:func:`tfsoft.distribute.draw_shared`; on one replica the sampler's own stream)."""
+        return distribute.draw_shared(self.sampler(key), num, self._step(), seed=self._seed())
+
+    def per_example_negatives(self, key, batch, num):
+        """[batch, num] ids drawn for this replica's examples (different on every replica)."""
+        return distribute.draw_local(self.sampler(key), batch * num, self._step(), seed=self._seed(),
+                                     shape=tf.stack([batch, num]))
+
+    def _seed(self):
+        return 0 if self._model.seed is None else self._model.seed
+
+    def _step(self):
+        return self._model._train_counter if self._training else self._model._test_counter
 
 
 class TwoTowerModel(keras.Model):
@@ -113,6 +154,7 @@ class TwoTowerModel(keras.Model):
         counts = item_counts if item_counts is not None else np.r_[0.0, np.ones(self.num_items - 1)]
         probability = np.maximum(counts, 1e-3) / max(counts.sum(), 1.0)
         self._log_item_probability = tf.constant(np.log(probability), dtype=tf.float32)
+        self.seed = seed
         self.samplers = {
             key: NegativeSampler(make_proposal(spec.proposal, num_indices=self.num_items, item_counts=item_counts,
                                                beta=spec.beta), seed=seed)
@@ -142,48 +184,87 @@ class TwoTowerModel(keras.Model):
         candidates = self.candidate_tower(ids, training=False)
         return prepare_embeddings(candidates, self.score_similarity) if self.score_similarity == "cosine" else candidates
 
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, weighted_metrics=None, **kwargs):
+        """Keras ``compile``; the objective is the model's ``loss`` argument, and retrieval
+        quality is reported by :class:`tfsoft.validation.RankingValidation`, so ``loss``,
+        ``metrics`` and ``weighted_metrics`` are refused rather than silently ignored."""
+        if loss is not None:
+            raise ConfigError(f"TwoTowerModel trains with the objective given to TwoTowerModel(..., loss); "
+                              f"compile(loss=...) would be ignored; got {loss!r}")
+        if metrics or weighted_metrics:
+            raise ConfigError(f"TwoTowerModel reports retrieval metrics through tfsoft.validation.RankingValidation "
+                              f"(val_recall@K, val_ndcg@K, ... in the epoch logs); compile(metrics=...) would be "
+                              f"ignored; got {metrics or weighted_metrics!r}")
+        super().compile(optimizer=optimizer, **kwargs)
+
     # ------------------------------------------------------------------ training
-    def _per_example_loss(self, features, training):
+    def encode(self, features, training: bool = False) -> Encoded:
+        """Towers on a batch: prepared query and positive embeddings, one row per example.
+
+        A query tower with a query per position ([B, L, d], targets [B, L]) is flattened to
+        the N non-padding positions. Pure: writes no state.
+        """
         target = tf.cast(features["target"], tf.int64)
         query = self.query_tower(features, training=training)
         weight = features.get("weight")
+        rows = tf.range(tf.shape(target)[0])
         if target.shape.rank == 2:  # one query per position: flatten, drop padding
             keep = tf.reshape(tf.not_equal(target, 0), [-1])
             query = tf.boolean_mask(tf.reshape(query, [-1, tf.shape(query)[-1]]), keep)
             if weight is not None:
                 weight = tf.boolean_mask(tf.reshape(weight, [-1]), keep)
+            rows = tf.boolean_mask(tf.reshape(tf.repeat(rows, tf.shape(target)[1]), [-1]), keep)
             target = tf.boolean_mask(tf.reshape(target, [-1]), keep)
         positive = prepare_embeddings(self.candidate_tower(target, training=training), self.similarity)
-        query = prepare_embeddings(query, self.similarity)
-        source = _CandidateSource(self, training, local_batch=tf.shape(target)[0])
-        if training and self.frequency_estimator is not None:
-            self.frequency_estimator.update(source.gather(target))
-        per_example = self.retrieval_loss.per_example(query, positive, target, source)
-        return per_example, weight
+        return Encoded(prepare_embeddings(query, self.similarity), positive, target, weight, rows)
 
-    def _total_loss(self, features, training):
-        per_example, weight = self._per_example_loss(features, training)
-        loss = weighted_mean(per_example, weight)
+    def compute_loss_value(self, features, training: bool):
+        """(this replica's share of the global mean loss + regularisation, the encoded batch).
+
+        ``Σ_i w_i ℓ_i / N_global`` where N_global counts the examples of every replica, so the
+        replicas' gradients sum to the gradient of the global mean (:mod:`tfsoft.distribute`).
+        """
+        encoded = self.encode(features, training=training)
+        context = TrainingStepContext(self, features, encoded, training)
+        per_example = self.retrieval_loss.per_example(encoded.query, encoded.positive, encoded.target, context)
+        loss = weighted_mean(per_example, encoded.weight,
+                             global_batch_size=distribute.global_count(tf.shape(per_example)[0]))
         if self.losses:
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss += tf.add_n(self.losses) / replicas
-        return loss
+            loss += tf.add_n(self.losses) / distribute.num_replicas()
+        return loss, encoded
 
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss = self._total_loss(data, training=True)
-        variables = self.trainable_variables
-        gradients = prepare_gradients(tape.gradient(loss, variables), variables, self.optimizer, self.dense_gradients)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
-        # Each replica's loss is divided by the global batch: × replicas gives the batch mean.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    def apply_gradients(self, tape, loss, variables=None, optimizer=None):
+        """Differentiate ``loss`` on ``tape`` and apply it with ``optimizer`` (default: the
+        compiled one) to ``variables`` (default: every trainable variable), embedding-table
+        gradients prepared by :func:`tfsoft.gradients.prepare_gradients`. A step with two
+        optimizers (e.g. bilevel training) calls it once per optimizer."""
+        variables = self.trainable_variables if variables is None else variables
+        optimizer = self.optimizer if optimizer is None else optimizer
+        gradients = prepare_gradients(tape.gradient(loss, variables), variables, optimizer, self.dense_gradients)
+        optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
+
+    def update_state(self, encoded: Encoded) -> None:
+        """State that follows each training step, once, after the loss: the streaming
+        frequency estimator sees the step's (global) positives."""
+        if self.frequency_estimator is not None:
+            self.frequency_estimator.update(distribute.all_gather(encoded.target))
+
+    def _track(self, loss):
+        # Each replica's loss is divided by the global count: × replicas gives the batch mean.
+        replicas = distribute.num_replicas()
         self.loss_tracker.update_state(loss * replicas if replicas != 1 else loss)
         return {"loss": self.loss_tracker.result()}
 
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss, encoded = self.compute_loss_value(data, training=True)
+        self.apply_gradients(tape, loss)
+        self.update_state(encoded)
+        return self._track(loss)
+
     def test_step(self, data):
-        loss = self._total_loss(data, training=False)
-        self.loss_tracker.update_state(loss * tf.distribute.get_strategy().num_replicas_in_sync)
-        return {"loss": self.loss_tracker.result()}
+        loss, _ = self.compute_loss_value(data, training=False)
+        return self._track(loss)
 
     def fit(self, *args, validation_data=None, callbacks=None, **kwargs):
         """Keras ``fit``; ``validation_data`` may also be a :class:`tfsoft.validation.RankingValidation`,

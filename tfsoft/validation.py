@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Sequence
+
 from tfsoft.backend import keras, tf
+from tfsoft.config import Config
 from tfsoft.data.sequences import query_features
 from tfsoft.data.splits import Queries
+from tfsoft.errors import RunError
 from tfsoft.evaluation import EvaluationResult, evaluate_full_ranking
+
+SPLITS = ("validation", "test")
+
+
+def exclude_seen(config: Config) -> bool:
+    """``evaluation.exclude_seen``, defaulting to on for ratio/temporal splits and off for
+    leave-one-out (as in the papers)."""
+    if config.evaluation.exclude_seen is not None:
+        return config.evaluation.exclude_seen
+    return config.data.split != "leave_one_out"
 
 
 def embed_queries(model, features: dict[str, np.ndarray], batch_size: int = 2048) -> np.ndarray:
@@ -80,3 +94,34 @@ class RankingValidation(keras.callbacks.Callback):
         self.history.append(metrics)
         if logs is not None:
             logs.update(metrics)
+
+
+def evaluation_payload(result: EvaluationResult) -> dict:
+    """One split's entry of ``metrics.json``: every metric (fractions), ``num_queries`` and the
+    per-popularity-group ``long_tail_recall`` (K -> 10 contributions summing to Recall@K)."""
+    payload = result.to_dict()
+    out = dict(payload["metrics"])
+    out["num_queries"] = payload["num_queries"]
+    if "long_tail_recall" in payload:
+        out["long_tail_recall"] = payload["long_tail_recall"]
+    return out
+
+
+def evaluate_splits(model, config: Config, prepared, splits: Sequence[str] = SPLITS) -> dict:
+    """The one evaluation of a trained model: full-ranking metrics on each named split, once.
+
+    ``tfsoft train``, ``tfsoft evaluate`` and the benchmarks all publish numbers through it.
+
+    Returns:
+        split -> :func:`evaluation_payload` (``recall@K``, ``ndcg@K``, ..., ``num_queries``,
+        ``long_tail_recall``).
+    """
+    out = {}
+    for split in splits:
+        if split not in SPLITS:
+            raise RunError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        result = evaluate_model(model, getattr(prepared.split, split), max_history=config.data.max_history,
+                                ks=config.evaluation.ks, exclude_seen=exclude_seen(config),
+                                item_counts=prepared.item_counts)
+        out[split] = evaluation_payload(result)
+    return out

@@ -2,7 +2,7 @@
 
 Steps (data flows one way: run directory -> SavedModel):
 
-1. rebuild the run's model from ``config.yaml`` and load a checkpoint (:mod:`tfsoft.runs`);
+1. open the run and load a checkpoint (:func:`tfsoft.loaded_run.open_run`);
 2. embed the whole catalog with the candidate tower and build the index (exact or ScaNN);
 3. measure the index's recall@k against exact search on real queries (the test split's
    users and histories) and refuse an index below ``export.min_recall`` unless told not to;
@@ -27,9 +27,9 @@ from typing import Optional
 import numpy as np
 
 from tfsoft.backend import tf
-from tfsoft.config import Config, ModelConfig, load_config
+from tfsoft.config import Config, ModelConfig
 from tfsoft.data import Ragged, query_features
-from tfsoft.errors import ExportError, RunError
+from tfsoft.errors import ExportError
 from tfsoft.export.index import INDEX_KINDS, ScannParams, build_index, index_recall
 from tfsoft.export.servable import PAD_ID, IdLookup, RetrievalServable, write_id_file
 from tfsoft.export.versions import publish_version
@@ -60,13 +60,13 @@ class ExportResult:
         return asdict(self)
 
 
+#: serving input of each feature a query tower reads (its section's ``query_inputs()``)
+SERVING_INPUTS = {"user": "user_id", "history": "history"}
+
+
 def query_inputs(model: ModelConfig) -> tuple[str, ...]:
-    """The raw inputs the serving signatures take for a query tower."""
-    if model.query_tower in ("id", "lightgcn", "features"):
-        return ("user_id",)
-    if model.query_tower == "history_pooling" and model.use_user_embedding:
-        return ("user_id", "history")
-    return ("history",)
+    """The raw inputs the serving signatures take: those the query tower declares."""
+    return tuple(SERVING_INPUTS[name] for name in model.query_tower.query_inputs())
 
 
 def _directory_size(path: Path) -> int:
@@ -136,17 +136,13 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
         RunError: ``run_dir`` is not a complete run. ExportError: bad options, an existing
         version, or an index below its recall floor.
     """
-    from tfsoft import runs  # runs imports training; keep export importable without it
+    from tfsoft.loaded_run import open_run
 
     started = time.perf_counter()
     stream = stream or sys.stderr
-    paths = runs.RunPaths(Path(run_dir))
-    if not paths.config.is_file():
-        raise RunError(f"'{paths.root}' is not a tfsoft run directory: config.yaml is missing")
-    weights = paths.checkpoint(checkpoint)
-    if not weights.is_file():
-        raise RunError(f"'{weights}' does not exist: train the run to completion before exporting")
-    config: Config = load_config(paths.config)
+    run = open_run(run_dir, checkpoint)
+    paths = run.paths
+    config: Config = run.config
     options = config.export
     if scann:
         from tfsoft.config import ScannConfig
@@ -166,9 +162,7 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
     if not 0.0 <= min_recall <= 1.0:
         raise ExportError(f"min_recall must be in [0, 1]; got {min_recall}")
 
-    prepared = runs.prepare_data(config.data)
-    runs.check_vocabularies(paths, prepared)
-    model = runs.load_run_model(config, prepared, weights)
+    prepared, model = run.prepared, run.model
     max_history = config.data.max_history
     candidates = model.candidate_embeddings().numpy()
     k = min(k, prepared.items.num_indices - 1)

@@ -1,7 +1,7 @@
 """Retrieval objectives: which candidates a loss sees, and which maths it applies.
 
 An objective is a small configuration object. The model hands it the (similarity-prepared)
-query and positive embeddings and a :class:`CandidateSource` that can embed any item ids,
+query and positive embeddings and a :class:`StepContext` that can embed any item ids,
 the whole catalog, gather tensors across replicas and give item log-frequencies; the
 objective draws its negatives and calls the pure functions of :mod:`tfsoft.losses.softmax`
 and :mod:`tfsoft.losses.pairwise`. Objectives hold no Keras state.
@@ -28,10 +28,17 @@ from tfsoft.losses.pairwise import bce_loss, bpr_loss
 from tfsoft.losses.softmax import full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss
 
 
-class CandidateSource(Protocol):
-    """What the model offers an objective during one step (see ``tfsoft.model``)."""
+class StepContext(Protocol):
+    """What the model offers an objective during one step (``tfsoft.model.TrainingStepContext``).
+
+    An objective that needs more than embeddings (a soft-target term scoring the step's
+    candidates with a teacher, a sampler conditioned on the query's features) reads the batch
+    through :attr:`features` and maps its examples to batch rows with :meth:`example_rows`.
+    """
 
     num_indices: int
+    features: dict
+    training: bool
 
     def embed(self, ids: tf.Tensor) -> tf.Tensor:
         """Prepared candidate embeddings of item ids (any shape -> shape + [d])."""
@@ -41,6 +48,9 @@ class CandidateSource(Protocol):
 
     def valid_items(self) -> tf.Tensor:
         """[V] bool: indices that are real items (index 0, OOV/padding, is not)."""
+
+    def example_rows(self) -> tf.Tensor:
+        """[N] int32: the batch row (of :attr:`features`) of each example of the step."""
 
     def gather(self, tensor: tf.Tensor) -> tf.Tensor:
         """Concatenate ``tensor`` across replicas along axis 0 (identity on one replica)."""
@@ -52,7 +62,17 @@ class CandidateSource(Protocol):
         """log p_j, the probability that one training positive is item j."""
 
     def sampler(self, key: str) -> "object":
-        """The negative sampler an objective registered under ``key``."""
+        """The negative sampler an objective registered under ``key`` (:meth:`RetrievalLoss.samplers`)."""
+
+    def shared_negatives(self, key: str, num: int) -> tf.Tensor:
+        """[num] ids from sampler ``key`` shared by the whole global batch (every replica the same)."""
+
+    def per_example_negatives(self, key: str, batch: tf.Tensor, num: int) -> tf.Tensor:
+        """[batch, num] ids from sampler ``key``, drawn for this replica's examples."""
+
+
+#: the name of the context before it carried the batch's features
+CandidateSource = StepContext
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -84,7 +104,7 @@ class RetrievalLoss:
         return {}
 
     def per_example(
-        self, query: tf.Tensor, positive: tf.Tensor, positive_ids: tf.Tensor, source: CandidateSource
+        self, query: tf.Tensor, positive: tf.Tensor, positive_ids: tf.Tensor, source: StepContext
     ) -> tf.Tensor:
         raise NotImplementedError
 
@@ -145,11 +165,10 @@ class SampledSoftmax(RetrievalLoss):
 
     def per_example(self, query, positive, positive_ids, source):
         sampler = source.sampler("negatives")
-        batch = tf.shape(query)[0]
         if self.shared_negatives:
-            negative_ids = sampler.sample(self.num_negatives)
+            negative_ids = source.shared_negatives("negatives", self.num_negatives)
         else:
-            negative_ids = sampler.sample(batch * self.num_negatives, shape=tf.stack([batch, self.num_negatives]))
+            negative_ids = source.per_example_negatives("negatives", tf.shape(query)[0], self.num_negatives)
         positive_count = negative_count = None
         if self.log_q and self.correct_positive:
             positive_count = sampler.log_expected_count(positive_ids, self.num_negatives)
@@ -173,8 +192,10 @@ class InBatchSoftmax(RetrievalLoss):
         temperature: τ (0.1–0.2 with cosine similarity, SSM §3.1.2).
         log_q: subtract log of each candidate's expected count ``B·p_j`` (Yi et al. 2019).
         remove_duplicates: mask other columns holding the row's own positive.
-        num_uniform_negatives: extra uniformly sampled items shared by the batch (mixed
-            negative sampling, Yang et al. WWW'20); 0 = pure in-batch.
+        num_uniform_negatives: extra sampled items shared by the batch (mixed negative
+            sampling, Yang et al. WWW'20); 0 = pure in-batch.
+        mixed_proposal: proposal of those items (``uniform`` as in Yang et al.; ``unigram``,
+            ``log_uniform``), with unigram exponent ``mixed_beta``.
         cross_replica: under a distribution strategy, use every replica's positives.
         frequency: where ``p_j`` comes from: ``counts`` (training item counts, known up front)
             or ``streaming`` (Yi et al. 2019 Algorithm 2, estimated during training; see
@@ -185,6 +206,8 @@ class InBatchSoftmax(RetrievalLoss):
     log_q: bool = False
     remove_duplicates: bool = True
     num_uniform_negatives: int = 0
+    mixed_proposal: str = "uniform"
+    mixed_beta: float = 1.0
     cross_replica: bool = True
     frequency: str = "counts"
     name = "in_batch"
@@ -196,7 +219,7 @@ class InBatchSoftmax(RetrievalLoss):
             raise ConfigError(f"frequency must be 'counts' or 'streaming'; got {self.frequency!r}")
 
     def samplers(self):
-        return {"mixed": SamplerSpec("uniform")} if self.num_uniform_negatives else {}
+        return {"mixed": SamplerSpec(self.mixed_proposal, self.mixed_beta)} if self.num_uniform_negatives else {}
 
     def per_example(self, query, positive, positive_ids, source):
         gather = source.gather if self.cross_replica else (lambda tensor: tensor)
@@ -209,11 +232,12 @@ class InBatchSoftmax(RetrievalLoss):
             log_count = tf.math.log(batch) + source.log_item_probability(candidate_ids)
         if self.num_uniform_negatives:
             sampler = source.sampler("mixed")
-            extra_ids = sampler.sample(self.num_uniform_negatives)
+            extra_ids = source.shared_negatives("mixed", self.num_uniform_negatives)
             candidates = tf.concat([candidates, source.embed(extra_ids)], axis=0)
             candidate_ids = tf.concat([candidate_ids, extra_ids], axis=0)
             if self.log_q:
-                # Expected count of item j in the union of B positives and N uniform draws.
+                # Expected count of item j in the union of B positives and N draws from Q:
+                # log(B·p_j + N·Q(j)).
                 in_batch = tf.math.log(batch) + source.log_item_probability(candidate_ids)
                 sampled = sampler.log_expected_count(candidate_ids, self.num_uniform_negatives)
                 log_count = tf.reduce_logsumexp(tf.stack([in_batch, sampled]), axis=0)
@@ -238,10 +262,7 @@ class _PairwiseLoss(RetrievalLoss):
         return {"negatives": SamplerSpec(self.proposal)}
 
     def per_example(self, query, positive, positive_ids, source):
-        batch = tf.shape(query)[0]
-        negative_ids = source.sampler("negatives").sample(
-            batch * self.num_negatives, shape=tf.stack([batch, self.num_negatives])
-        )
+        negative_ids = source.per_example_negatives("negatives", tf.shape(query)[0], self.num_negatives)
         negatives = source.embed(negative_ids)
         positive_scores = tf.reduce_sum(query * positive, axis=-1)
         negative_scores = tf.einsum("bd,bnd->bn", query, negatives)
@@ -271,8 +292,6 @@ class BCE(_PairwiseLoss):
     def _loss(positive_scores, negative_scores, keep):
         return bce_loss(positive_scores, negative_scores, keep)
 
-
-LOSSES = {cls.name: cls for cls in (FullSoftmax, SampledSoftmax, InBatchSoftmax, BPR, BCE)}
 
 #: Masking constant re-exported for tests.
 MASKED_LOGIT = steps.MASKED_LOGIT

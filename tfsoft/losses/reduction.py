@@ -17,14 +17,14 @@ def weighted_mean(
     Args:
         per_example: [B] losses of this replica's examples.
         sample_weight: optional [B] non-negative weights (default 1).
-        global_batch_size: examples across all replicas; default B × number of replicas.
+        global_batch_size: examples across all replicas; default: the sum of every replica's
+            B (:func:`tfsoft.distribute.global_count`; replicas may hold different counts).
     """
     per_example = tf.cast(per_example, tf.float32)
     if sample_weight is not None:
         per_example = per_example * tf.cast(tf.reshape(sample_weight, tf.shape(per_example)), tf.float32)
     if global_batch_size is None:
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_batch_size = tf.shape(per_example)[0]
-        if replicas != 1:
-            global_batch_size = global_batch_size * replicas
+        from tfsoft.distribute import global_count
+
+        global_batch_size = global_count(tf.shape(per_example)[0])
     return tf.reduce_sum(per_example) / tf.cast(global_batch_size, tf.float32)

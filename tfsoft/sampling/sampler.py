@@ -42,7 +42,11 @@ class NegativeSampler:
     stateful ``tf.random.uniform`` op seeded with ``seed`` (reproducible with a fixed global
     seed; under a distribution strategy every replica then draws the same stream), or, if a
     ``seed`` tensor is passed to :meth:`sample`, ``tf.random.stateless_uniform`` (e.g. seed =
-    ``[step, replica_id]`` for distinct, reproducible per-replica negatives).
+    ``[step, replica_id]`` for distinct, reproducible per-replica negatives). Under a strategy,
+    draw through :func:`tfsoft.distribute.draw_shared` (shared negatives: each replica draws a
+    different share with :func:`tfsoft.distribute.replica_seed`, then all are gathered) or
+    :func:`tfsoft.distribute.draw_local` (per-example negatives); on one replica both are
+    exactly :meth:`sample` with the stateful op. They read :attr:`seed` as the base seed.
 
     Args:
         proposal_probs: [V] non-negative probabilities Q (renormalised to sum 1); Q[0] must be 0.
@@ -79,6 +83,12 @@ class NegativeSampler:
     def num_indices(self) -> int:
         """V: the length of the proposal (index 0 included)."""
         return self._num_indices
+
+    @property
+    def seed(self) -> int | None:
+        """The op-level seed of the stateful draws (None = nondeterministic); also the default
+        base seed of per-replica stateless draws (:func:`tfsoft.distribute.draw_shared`)."""
+        return self._seed
 
     @property
     def probabilities(self) -> np.ndarray:

@@ -1,0 +1,253 @@
+"""The config section of each tower (``model.query_tower``, ``model.candidate_tower``), with
+its defaults, the inputs it reads and its builder.
+
+Query towers are registered in :data:`QUERY_TOWERS`, candidate towers in
+:data:`CANDIDATE_TOWERS`. A section reads only its own keys (anything else is an error naming
+the tower and its keys), declares the features it reads (:attr:`QueryTowerSection.inputs`:
+``user`` and/or ``history``; export, evaluation and the batch job ask the tower instead of
+keeping lists) and whether it emits a query per position (:attr:`sequence_outputs`, needed by
+``data.example_mode: user``). TensorFlow is imported only when a tower is built.
+
+Adding a tower: its layer (``tfsoft/towers/<name>.py``), a section here with
+``@QUERY_TOWERS.register`` (or ``@CANDIDATE_TOWERS.register``), and its tests.
+
+Example:
+    >>> tower = QUERY_TOWERS.parse({"name": "gru", "num_layers": 1})
+    >>> tower.inputs, tower.dropout
+    (('history',), 0.5)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Optional
+
+from pydantic import Field
+
+from tfsoft.errors import ConfigError
+from tfsoft.registry import Component, Registry
+
+QUERY_TOWERS = Registry("query tower")
+CANDIDATE_TOWERS = Registry("candidate tower")
+
+
+@dataclass
+class TowerContext:
+    """What a tower builder may read: sizes, shared settings and the prepared data.
+
+    Attributes:
+        num_items, num_users: table rows (index 0 = OOV/padding on both sides).
+        dim: ``model.embedding_dim``; l2: ``model.l2``.
+        max_history: ``data.max_history``.
+        output: ``last`` ([B, d]) or ``sequence`` ([B, L, d], ``data.example_mode: user``).
+        tie_item_embeddings: share the candidate tower's item table with the query tower.
+        prepared: the :class:`tfsoft.data.PreparedData` (graph edges, side features).
+    """
+
+    num_items: int
+    num_users: int
+    dim: int
+    l2: float
+    max_history: int
+    output: str
+    tie_item_embeddings: bool
+    prepared: Any
+
+
+class CandidateTowerSection(Component):
+    """Base of a ``model.candidate_tower`` section."""
+
+    def build(self, context: TowerContext):
+        """The candidate layer (item ids -> [..., d]), named ``candidate_tower``."""
+        raise NotImplementedError
+
+    def item_table(self, layer):
+        """The layer's item embedding table, for ``model.tie_item_embeddings``."""
+        raise NotImplementedError
+
+
+class QueryTowerSection(Component):
+    """Base of a ``model.query_tower`` section.
+
+    Attributes:
+        inputs: features the tower reads, a subset of (``user``, ``history``).
+        sequence_outputs: the tower can emit a query per position (``output="sequence"``).
+        builds_candidates: the tower builds the candidate tower itself (graph models).
+    """
+
+    inputs: ClassVar[tuple[str, ...]] = ("history",)
+    sequence_outputs: ClassVar[bool] = False
+    builds_candidates: ClassVar[bool] = False
+
+    def query_inputs(self) -> tuple[str, ...]:
+        """The features this configured tower reads (may depend on its keys)."""
+        return self.inputs
+
+    def build(self, context: TowerContext, item_embedding=None):
+        """The query layer, named ``query_tower``; ``item_embedding`` is the tied table or None."""
+        raise NotImplementedError
+
+    def build_towers(self, context: TowerContext, candidate: CandidateTowerSection):
+        """(query layer, candidate layer). The candidate tower is built first (variable order)."""
+        candidate_layer = candidate.build(context)
+        shared = candidate.item_table(candidate_layer) if context.tie_item_embeddings else None
+        return self.build(context, item_embedding=shared), candidate_layer
+
+
+def _feature_table(context: TowerContext, kind: str, key: str):
+    table = getattr(context.prepared, f"{kind}_features")
+    if table is None:
+        raise ConfigError(f"model.{key} is 'features' but data.{kind}_features is not set")
+    return table
+
+
+# ------------------------------------------------------------------------ candidate towers
+@CANDIDATE_TOWERS.register
+class IdCandidateSection(CandidateTowerSection):
+    """``id``: one embedding row per item."""
+
+    name: Literal["id"] = "id"
+
+    def build(self, context):
+        from tfsoft.towers.id_tower import IdTower
+
+        return IdTower(context.num_items, context.dim, feature="item", l2=context.l2, name="candidate_tower")
+
+    def item_table(self, layer):
+        return layer.embedding
+
+
+@CANDIDATE_TOWERS.register
+class FeatureCandidateSection(CandidateTowerSection):
+    """``features``: item id + ``data.item_features`` -> MLP."""
+
+    name: Literal["features"] = "features"
+    use_id: bool = Field(True, description="include a per-item id embedding (off: pure content tower)")
+    feature_dim: int = Field(16, ge=1, description="size of each categorical / multi-valued embedding")
+    hidden_units: tuple[int, ...] = Field((128,), description="MLP layers before the output projection")
+
+    def build(self, context):
+        from tfsoft.towers.features import FeatureTower
+
+        return FeatureTower(_feature_table(context, "item", "candidate_tower"), context.dim, feature="item",
+                            use_id=self.use_id, feature_dim=self.feature_dim, hidden_units=self.hidden_units,
+                            l2=context.l2, name="candidate_tower")
+
+    def item_table(self, layer):
+        if layer.id_embedding is None:
+            raise ConfigError("model.tie_item_embeddings needs an item id table; "
+                              "model.candidate_tower.use_id is false")
+        return layer.id_embedding
+
+
+# ---------------------------------------------------------------------------- query towers
+@QUERY_TOWERS.register
+class HistoryPoolingSection(QueryTowerSection):
+    """``history_pooling``: SVD++-style pooled history (+ optional user embedding)."""
+
+    name: Literal["history_pooling"] = "history_pooling"
+    history_exponent: float = Field(1.0, ge=0, le=1, description="α1: 1 = mean, 0.5 = SVD++, 0 = sum")
+    use_user_embedding: bool = Field(False, description="add a per-user embedding to the pooled history")
+
+    def query_inputs(self):
+        return ("user", "history") if self.use_user_embedding else ("history",)
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.history_pooling import HistoryPoolingTower
+
+        return HistoryPoolingTower(context.num_items, context.dim,
+                                   num_users=context.num_users if self.use_user_embedding else 0,
+                                   history_exponent=self.history_exponent, l2=context.l2,
+                                   item_embedding=item_embedding, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class IdQuerySection(QueryTowerSection):
+    """``id``: one embedding row per user (matrix factorisation)."""
+
+    name: Literal["id"] = "id"
+    inputs: ClassVar[tuple[str, ...]] = ("user",)
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.id_tower import IdTower
+
+        return IdTower(context.num_users, context.dim, feature="user", l2=context.l2, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class FeatureQuerySection(QueryTowerSection):
+    """``features``: user id + ``data.user_features`` -> MLP."""
+
+    name: Literal["features"] = "features"
+    inputs: ClassVar[tuple[str, ...]] = ("user",)
+    use_id: bool = Field(True, description="include a per-user id embedding")
+    feature_dim: int = Field(16, ge=1, description="size of each categorical / multi-valued embedding")
+    hidden_units: tuple[int, ...] = Field((128,), description="MLP layers before the output projection")
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.features import FeatureTower
+
+        return FeatureTower(_feature_table(context, "user", "query_tower"), context.dim, feature="user",
+                            use_id=self.use_id, feature_dim=self.feature_dim, hidden_units=self.hidden_units,
+                            l2=context.l2, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class GRUSection(QueryTowerSection):
+    """``gru``: GRU4Rec (Hidasi et al. ICLR'16); CSRec settings: 2 layers, dropout 0.5."""
+
+    name: Literal["gru"] = "gru"
+    sequence_outputs: ClassVar[bool] = True
+    num_layers: int = Field(2, ge=1, le=16, description="stacked GRUs")
+    dropout: float = Field(0.5, ge=0, lt=1, description="on the item embeddings and between GRU layers")
+    hidden_units: Optional[int] = Field(None, ge=1, description="GRU state size (default model.embedding_dim)")
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.gru import GRUTower
+
+        return GRUTower(context.num_items, context.dim, hidden_units=self.hidden_units, num_layers=self.num_layers,
+                        dropout=self.dropout, output=context.output, l2=context.l2, item_embedding=item_embedding,
+                        name="query_tower")
+
+
+@QUERY_TOWERS.register
+class SASRecSection(QueryTowerSection):
+    """``sasrec``: SASRec (Kang & McAuley ICDM'18); CSRec settings: 2 blocks, 2 heads, dropout 0.3."""
+
+    name: Literal["sasrec"] = "sasrec"
+    sequence_outputs: ClassVar[bool] = True
+    num_blocks: int = Field(2, ge=1, le=16, description="self-attention blocks")
+    num_heads: int = Field(2, ge=1, le=64, description="attention heads")
+    dropout: float = Field(0.3, ge=0, lt=1, description="embedding, attention and feed-forward dropout")
+    moved_keys: ClassVar[dict[str, str]] = {"num_layers": "SASRec's blocks are 'num_blocks'"}
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.sasrec import SASRecTower
+
+        return SASRecTower(context.num_items, context.dim, max_length=context.max_history,
+                           num_blocks=self.num_blocks, num_heads=self.num_heads, dropout=self.dropout,
+                           output=context.output, l2=context.l2, item_embedding=item_embedding, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class LightGCNSection(QueryTowerSection):
+    """``lightgcn``: LightGCN (He et al. SIGIR'20); builds both towers over one propagated graph."""
+
+    name: Literal["lightgcn"] = "lightgcn"
+    inputs: ClassVar[tuple[str, ...]] = ("user",)
+    builds_candidates: ClassVar[bool] = True
+    num_layers: int = Field(2, ge=1, le=16, description="propagation layers K")
+
+    def build_towers(self, context, candidate):
+        import numpy as np
+
+        from tfsoft.towers.lightgcn import LightGCNEncoder, LightGCNItemTower, LightGCNUserTower
+
+        if not isinstance(candidate, IdCandidateSection):
+            raise ConfigError(f"model.query_tower 'lightgcn' propagates its own item embeddings; "
+                              f"model.candidate_tower must be 'id', got '{candidate.name}'")
+        split = context.prepared.split
+        encoder = LightGCNEncoder(context.num_users, context.num_items, context.dim, self.num_layers,
+                                  users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
+                                  l2=context.l2, name="lightgcn")
+        return LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
