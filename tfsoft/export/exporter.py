@@ -114,6 +114,96 @@ def warmup_requests(inputs, prepared, queries, count: int, max_history: int) -> 
     return requests[:count]
 
 
+@dataclass
+class _ExportOptions:
+    """The export settings after command-line arguments override ``config.export``."""
+
+    index: str
+    k: int
+    min_recall: float
+    settings: object  # tfsoft.config.ExportConfig with merged ScaNN settings
+
+
+def _export_options(config: Config, index, k, min_recall, scann: Optional[dict]) -> _ExportOptions:
+    options = config.export
+    if scann:
+        from tfsoft.config import ScannConfig
+
+        try:
+            merged = ScannConfig(**{**options.scann.model_dump(), **scann})
+        except Exception as error:
+            raise ExportError(f"bad ScaNN settings {scann}: {error}") from None
+        options = options.model_copy(update={"scann": merged})
+    index = index or options.index
+    if index not in INDEX_KINDS:
+        raise ExportError(f"index must be one of {', '.join(INDEX_KINDS)}; got {index!r}")
+    k = options.k if k is None else int(k)
+    if k < 1:
+        raise ExportError(f"k must be >= 1; got {k}")
+    min_recall = options.min_recall if min_recall is None else float(min_recall)
+    if not 0.0 <= min_recall <= 1.0:
+        raise ExportError(f"min_recall must be in [0, 1]; got {min_recall}")
+    return _ExportOptions(index, k, min_recall, options)
+
+
+@dataclass
+class _MeasuredIndex:
+    """An index over the catalog with its recall@k measured on real queries."""
+
+    index: object
+    recall: float
+    tuning: Optional[list]
+    queries: object  # the split the queries (and warmup requests) come from
+    num_queries: int
+
+
+def _build_measured_index(run, candidates: np.ndarray, options: _ExportOptions, k: int, allow_low_recall: bool,
+                          stream) -> _MeasuredIndex:
+    """Build the index, tune ScaNN to the recall floor, and refuse (or warn) below it."""
+    prepared, model, settings = run.prepared, run.model, options.settings
+    queries = prepared.split.test if len(prepared.split.test.user) else prepared.split.validation
+    if len(queries.user) == 0:
+        raise ExportError("the run's data has no test or validation queries to measure the index and build "
+                          "warmup requests from")
+    sample = np.arange(min(len(queries.user), settings.recall_queries))
+    history = Ragged.from_rows([queries.history[i] for i in sample])
+    query_vectors = model(query_features(queries.user[sample], history, run.max_history)).numpy()
+
+    built = build_index(options.index, candidates, k, ScannParams(**settings.scann.model_dump()))
+    tuning = None
+    if options.index == "scann" and settings.scann.num_leaves_to_search is None:
+        tuning = built.tune(query_vectors, candidates, k, options.min_recall)
+    # the tuning ladder already measured the final setting on the same queries
+    recall = tuning[-1]["recall"] if tuning else index_recall(built, query_vectors, candidates, k)
+    if recall < options.min_recall:
+        message = (f"the {options.index} index finds {recall:.4f} of the exact top-{k} on {len(sample)} real "
+                   f"queries, below export.min_recall {options.min_recall}")
+        if not allow_low_recall:
+            raise ExportError(message + "; search more leaves (export.scann.num_leaves_to_search), re-score more "
+                                        "candidates (export.scann.reorder_num_neighbors), use --index brute_force, "
+                                        "or pass --allow-low-recall")
+        print(f"WARNING: {message}; exporting anyway (--allow-low-recall)", file=stream)
+    return _MeasuredIndex(built, float(recall), tuning, queries, int(len(sample)))
+
+
+def _servable(run, measured: _MeasuredIndex, candidates: np.ndarray, inputs, k: int, scratch: Path):
+    """The :class:`RetrievalServable` of a run: id assets written into ``scratch``; a query tower
+    that reads only the user id is replaced by a precomputed table of every user's vector."""
+    prepared, model = run.prepared, run.model
+    user_embeddings = None
+    if inputs == ("user_id",):
+        users = np.arange(prepared.users.num_indices)
+        user_embeddings = model(query_features(users, Ragged.from_rows([[]] * len(users)), run.max_history)).numpy()
+    user_file = write_id_file(scratch / "user_ids.txt", prepared.users.tokens, prepared.users.dtype)
+    item_file = write_id_file(scratch / "item_ids.txt", prepared.items.tokens, prepared.items.dtype)
+    return RetrievalServable(
+        query_tower=None if user_embeddings is not None else model.query_tower,
+        user_embeddings=user_embeddings, index=measured.index, candidate_embeddings=candidates,
+        users=IdLookup(user_file, prepared.users.dtype, name="user_ids"),
+        items=IdLookup(item_file, prepared.items.dtype, name="item_ids"),
+        inputs=inputs, max_history=run.max_history, k=k, score_similarity=model.score_similarity)
+
+
 def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None = None, version: int | None = None,
                checkpoint: str = "best", min_recall: float | None = None, allow_low_recall: bool = False,
                scann: Optional[dict] = None, stream=None) -> ExportResult:
@@ -139,92 +229,37 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
     from tfsoft.loaded_run import open_run
 
     started = time.perf_counter()
-    stream = stream or sys.stderr
     run = open_run(run_dir, checkpoint)
-    paths = run.paths
-    config: Config = run.config
-    options = config.export
-    if scann:
-        from tfsoft.config import ScannConfig
-
-        try:
-            merged = ScannConfig(**{**options.scann.model_dump(), **scann})
-        except Exception as error:
-            raise ExportError(f"bad ScaNN settings {scann}: {error}") from None
-        options = options.model_copy(update={"scann": merged})
-    index = index or options.index
-    if index not in INDEX_KINDS:
-        raise ExportError(f"index must be one of {', '.join(INDEX_KINDS)}; got {index!r}")
-    k = options.k if k is None else int(k)
-    if k < 1:
-        raise ExportError(f"k must be >= 1; got {k}")
-    min_recall = options.min_recall if min_recall is None else float(min_recall)
-    if not 0.0 <= min_recall <= 1.0:
-        raise ExportError(f"min_recall must be in [0, 1]; got {min_recall}")
-
+    options = _export_options(run.config, index, k, min_recall, scann)
     prepared, model = run.prepared, run.model
-    max_history = config.data.max_history
     candidates = model.candidate_embeddings().numpy()
-    k = min(k, prepared.items.num_indices - 1)
-
-    queries = prepared.split.test if len(prepared.split.test.user) else prepared.split.validation
-    if len(queries.user) == 0:
-        raise ExportError("the run's data has no test or validation queries to measure the index and build "
-                          "warmup requests from")
-    sample = np.arange(min(len(queries.user), options.recall_queries))
-    query_vectors = model(query_features(queries.user[sample], Ragged.from_rows([queries.history[i] for i in sample]), max_history)).numpy()
-
-    scann_params = ScannParams(**options.scann.model_dump())
-    built = build_index(index, candidates, k, scann_params)
-    tuning = None
-    if index == "scann" and options.scann.num_leaves_to_search is None:
-        tuning = built.tune(query_vectors, candidates, k, min_recall)
-    # the tuning ladder already measured the final setting on the same queries
-    recall = tuning[-1]["recall"] if tuning else index_recall(built, query_vectors, candidates, k)
-    if recall < min_recall:
-        message = (f"the {index} index finds {recall:.4f} of the exact top-{k} on {len(sample)} real queries, "
-                   f"below export.min_recall {min_recall}")
-        if not allow_low_recall:
-            raise ExportError(message + "; search more leaves (export.scann.num_leaves_to_search), re-score more "
-                                        "candidates (export.scann.reorder_num_neighbors), use --index brute_force, "
-                                        "or pass --allow-low-recall")
-        print(f"WARNING: {message}; exporting anyway (--allow-low-recall)", file=stream)
-
-    inputs = query_inputs(config.model)
-    user_embeddings = None
-    if inputs == ("user_id",):  # the query depends on the user only: precompute every user's vector
-        users = np.arange(prepared.users.num_indices)
-        user_embeddings = model(query_features(users, Ragged.from_rows([[]] * len(users)), max_history)).numpy()
+    k = min(options.k, prepared.items.num_indices - 1)
+    measured = _build_measured_index(run, candidates, options, k, allow_low_recall, stream or sys.stderr)
+    inputs = query_inputs(run.config.model)
 
     with tempfile.TemporaryDirectory(prefix="tfsoft-export-") as scratch, \
             publish_version(export_dir, version) as (staging, version):
-        user_file = write_id_file(Path(scratch) / "user_ids.txt", prepared.users.tokens, prepared.users.dtype)
-        item_file = write_id_file(Path(scratch) / "item_ids.txt", prepared.items.tokens, prepared.items.dtype)
-        servable = RetrievalServable(
-            query_tower=None if user_embeddings is not None else model.query_tower,
-            user_embeddings=user_embeddings, index=built, candidate_embeddings=candidates,
-            users=IdLookup(user_file, prepared.users.dtype, name="user_ids"),
-            items=IdLookup(item_file, prepared.items.dtype, name="item_ids"),
-            inputs=inputs, max_history=max_history, k=k, score_similarity=model.score_similarity)
+        servable = _servable(run, measured, candidates, inputs, k, Path(scratch))
         signatures = servable.signatures()
         tf.saved_model.save(servable, str(staging), signatures=signatures)
-
-        requests = warmup_requests(inputs, prepared, queries, options.warmup_requests, max_history)
+        settings = options.settings
+        requests = warmup_requests(inputs, prepared, measured.queries, settings.warmup_requests, run.max_history)
         extra = staging / "assets.extra"
         records = write_warmup_requests(extra / WARMUP_FILE, requests)
         _check_staged_model(staging, signatures, requests[:4])
+        built = measured.index
         result = ExportResult(
-            path=str(Path(export_dir) / str(version)), version=version, index=index, k=k, inputs=list(inputs),
-            recall=round(float(recall), 6), recall_queries=int(len(sample)),
-            scann=dict(built.params.to_dict(), num_leaves_to_search=built.leaves_to_search, tuning=tuning)
-            if index == "scann" else None, warmup_records=records,
+            path=str(Path(export_dir) / str(version)), version=version, index=options.index, k=k,
+            inputs=list(inputs), recall=round(measured.recall, 6), recall_queries=measured.num_queries,
+            scann=dict(built.params.to_dict(), num_leaves_to_search=built.leaves_to_search, tuning=measured.tuning)
+            if options.index == "scann" else None, warmup_records=records,
             size_bytes=0, seconds=0.0, signatures=sorted(signatures))
-        metadata = dict(result.to_dict(), run_dir=str(paths.root.resolve()), checkpoint=checkpoint,
-                        similarity=model.score_similarity, max_history=max_history,
+        metadata = dict(result.to_dict(), run_dir=str(run.paths.root.resolve()), checkpoint=checkpoint,
+                        similarity=model.score_similarity, max_history=run.max_history,
                         user_id_dtype=prepared.users.dtype, item_id_dtype=prepared.items.dtype,
                         padding_id=PAD_ID[prepared.items.dtype], num_items=prepared.items.size,
                         num_users=prepared.users.size, tensorflow=tf.__version__,
-                        config=json.loads(config.model_dump_json()))
+                        config=json.loads(run.config.model_dump_json()))
         metadata.pop("size_bytes"), metadata.pop("seconds"), metadata.pop("path")
         atomic_write_json(extra / METADATA_FILE, metadata)
         result.size_bytes = _directory_size(staging)
