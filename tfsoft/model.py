@@ -9,6 +9,20 @@ Batches are dicts of features. The query tower reads what it needs (``user``, ``
 ...); ``target`` holds the positive item index ([B], or [B, L] for sequence towers that emit a
 query per position, 0 = padding); ``weight`` (optional) is the per-example sample weight.
 
+The step, in parts a subclass can reuse (e.g. a bilevel step with two optimizers):
+
+1. :meth:`TwoTowerModel.encode` — towers on the batch, per-position queries flattened to the
+   N non-padding positions: prepared ``query`` [N, d], ``positive`` [N, d], ``target`` [N],
+   ``weight`` [N], ``rows`` [N]. Writes no state.
+2. :meth:`TwoTowerModel.compute_loss_value` — the objective's per-example loss through a
+   :class:`TrainingStepContext` (candidate embeddings, the catalog, negatives shared across
+   replicas, item frequencies, the batch's features), then ``Σ w_i ℓ_i / N_global`` plus
+   regularisation.
+3. :meth:`TwoTowerModel.apply_gradients` — gradients of a loss on a tape, applied to a set of
+   variables by an optimizer (embedding-table gradients by :mod:`tfsoft.gradients`).
+4. :meth:`TwoTowerModel.update_state` — state that follows a step (the streaming frequency
+   estimator), once per step, after the loss.
+
 Example:
     >>> from tfsoft import losses, towers
     >>> items = towers.IdTower(num_indices=100, dim=8)
