@@ -1,6 +1,6 @@
 """One training run from a :class:`tfsoft.config.Config`: data -> model -> ``fit``.
 
-The library entry point ``tfsoft train`` (:func:`tfsoft.runs.train_run`) and the benchmarks
+The library entry point ``tfsoft train`` (:func:`tfsoft.train_run.train_run`) and the benchmarks
 call; it builds the objects from the typed configuration (components through their
 registries) and leaves the Keras ``fit`` loop untouched. Evaluating the chosen checkpoint is
 :func:`tfsoft.validation.evaluate_splits`, once per split, for both callers.
