@@ -46,6 +46,10 @@ class Component(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
+    #: overridden by every component as ``Literal["<its name>"]``; declared here so that it
+    #: comes first in the section's keys and dumps
+    name: str
+
     #: filled in by :meth:`Registry.register`: the registry this section belongs to
     registry: ClassVar["Registry | None"] = None
 

@@ -8,7 +8,7 @@ without TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from tfsoft.lazy import lazy_exports
 
 _EXPORTS = {
     "objectives": ("BCE", "BPR", "FullSoftmax", "InBatchSoftmax", "RetrievalLoss", "SampledSoftmax", "StepContext"),
@@ -17,15 +17,4 @@ _EXPORTS = {
     "softmax": ("full_softmax_loss", "in_batch_softmax_loss", "sampled_softmax_loss", "softmax_cross_entropy"),
     "sections": ("LOSSES",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tfsoft.losses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"tfsoft.losses.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

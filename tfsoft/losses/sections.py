@@ -107,29 +107,30 @@ class InBatchSection(LossSection):
                               cross_replica=self.cross_replica, frequency=self.frequency_estimation)
 
 
+class _PairwiseSection(LossSection):
+    """Shared keys of the pairwise/pointwise objectives: N sampled negatives per positive."""
+
+    proposal: Proposal = Field("uniform", description="where negatives come from")
+
+    def build(self):
+        from tfsoft.losses import objectives
+
+        return getattr(objectives, self.objective)(num_negatives=self.num_negatives, proposal=self.proposal)
+
+
 @LOSSES.register
-class BPRSection(LossSection):
+class BPRSection(_PairwiseSection):
     """``bpr``: Bayesian personalised ranking with N sampled negatives (SSM §4.1.1: N = 1)."""
 
     name: Literal["bpr"] = "bpr"
     num_negatives: int = Field(1, ge=1, description="negatives per positive")
-    proposal: Proposal = Field("uniform", description="where negatives come from")
-
-    def build(self):
-        from tfsoft.losses.objectives import BPR
-
-        return BPR(num_negatives=self.num_negatives, proposal=self.proposal)
+    objective: ClassVar[str] = "BPR"
 
 
 @LOSSES.register
-class BCESection(LossSection):
+class BCESection(_PairwiseSection):
     """``bce``: binary cross-entropy with N sampled negatives per positive (SSM §4.1.1: 1:4)."""
 
     name: Literal["bce"] = "bce"
     num_negatives: int = Field(4, ge=1, description="negatives per positive")
-    proposal: Proposal = Field("uniform", description="where negatives come from")
-
-    def build(self):
-        from tfsoft.losses.objectives import BCE
-
-        return BCE(num_negatives=self.num_negatives, proposal=self.proposal)
+    objective: ClassVar[str] = "BCE"

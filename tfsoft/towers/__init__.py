@@ -6,7 +6,7 @@ without TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from tfsoft.lazy import lazy_exports
 
 _EXPORTS = {
     "features": ("FeatureTower",),
@@ -17,15 +17,4 @@ _EXPORTS = {
     "sasrec": ("SASRecTower",),
     "sections": ("CANDIDATE_TOWERS", "QUERY_TOWERS", "TowerContext"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tfsoft.towers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"tfsoft.towers.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS, globals())
