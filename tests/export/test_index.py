@@ -5,8 +5,8 @@ import pytest
 
 from tfsoft.backend import tf
 from tfsoft.errors import ExportError
-from tfsoft.export.index import (BruteForceIndex, ScannIndex, ScannParams, build_index, exact_top_k,
-                                 index_recall)
+from tfsoft.export.index import BruteForceIndex, ScannIndex, ScannParams, build_index, index_recall
+from tfsoft.topk import LOWEST_SCORE
 
 
 def clustered(num_items=3000, dim=16, seed=0):
@@ -35,8 +35,30 @@ def test_brute_force_matches_numpy_and_never_returns_the_oov_row():
     want_indices, want_scores = numpy_top_k(queries, embeddings, 10)
     np.testing.assert_array_equal(indices.numpy(), want_indices)
     np.testing.assert_allclose(scores.numpy(), want_scores, rtol=1e-5)
-    np.testing.assert_array_equal(exact_top_k(queries, embeddings, 10), want_indices)
     assert BruteForceIndex(embeddings).search(tf.constant(queries), 500)[0].shape == (7, 49)  # capped at catalog
+
+
+def test_both_indexes_exclude_items_and_mark_empty_slots():
+    """Brute force masks its score matrix, ScaNN over-fetches k + E and drops; on a catalog searched
+    exhaustively (one leaf, every candidate re-scored) both equal NumPy."""
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(40, 8)).astype(np.float32)
+    queries = rng.normal(size=(5, 8)).astype(np.float32)
+    exclude = np.stack([rng.permutation(np.arange(-3, 45))[:30] for _ in range(5)])  # padding, unknown ids too
+    scores = queries @ embeddings.T
+    scores[:, 0] = -np.inf
+    for row, banned in enumerate(exclude):
+        scores[row, banned[(banned > 0) & (banned < 40)]] = -np.inf
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :15]
+    allowed = np.isfinite(np.take_along_axis(scores, want, axis=1))
+    want = np.where(allowed, want, 0)
+    exhaustive = ScannParams(num_leaves=1, reorder_num_neighbors=39)
+    for index in (BruteForceIndex(embeddings), ScannIndex(embeddings, k=15, params=exhaustive)):
+        indices, found = index.search(tf.constant(queries), 15, exclude=tf.constant(exclude, tf.int64))
+        np.testing.assert_array_equal(indices.numpy(), want, err_msg=index.kind)
+        np.testing.assert_array_equal(found.numpy() == LOWEST_SCORE, ~allowed, err_msg=index.kind)
+        np.testing.assert_allclose(found.numpy()[allowed], np.take_along_axis(scores, want, axis=1)[allowed],
+                                   rtol=1e-4, atol=1e-4, err_msg=index.kind)
 
 
 def test_scann_tunes_leaves_to_reach_the_recall_floor_and_brute_force_is_exact():

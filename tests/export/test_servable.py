@@ -1,11 +1,14 @@
-"""Servable building blocks against NumPy references: history packing, exclusion, id lookups."""
+"""Servable building blocks against NumPy references: history packing, id lookups, and the
+exclusion signature over both index kinds (the top-k maths itself: tests/test_topk.py)."""
 
 import numpy as np
 import pytest
 
 from tfsoft.backend import tf
 from tfsoft.errors import ExportError
-from tfsoft.export.servable import LOWEST_SCORE, IdLookup, drop_excluded, pack_history, write_id_file
+from tfsoft.export.index import BruteForceIndex, ScannIndex, ScannParams
+from tfsoft.export.servable import PAD_ID, IdLookup, RetrievalServable, pack_history, write_id_file
+from tfsoft.topk import LOWEST_SCORE
 
 
 def reference_pack(rows, max_history):
@@ -25,31 +28,46 @@ def test_pack_history_drops_padding_anywhere_keeps_the_most_recent_and_left_pads
                                       reference_pack(rows, max_history))
 
 
-def reference_drop(indices, scores, excluded, k):
-    out_i, out_s = [], []
-    for row_i, row_s, row_x in zip(indices, scores, excluded):
-        kept = [(s, i) for i, s in zip(row_i, row_s) if i > 0 and i not in set(row_x)]
-        kept.sort(key=lambda pair: -pair[0])
-        kept = kept[:k] + [(LOWEST_SCORE, 0)] * (k - len(kept[:k]))
-        out_i.append([i for _, i in kept])
-        out_s.append([s for s, _ in kept])
-    return np.array(out_i), np.array(out_s, np.float32)
+def servable_over(index, user_vectors, items, tmp_path, k):
+    """A servable with precomputed user vectors (no tower) over raw ids 100, 101, ... and 7000, 7001, ..."""
+    users = write_id_file(tmp_path / "users.txt", [100 + i for i in range(len(user_vectors) - 1)], "int64")
+    item_file = write_id_file(tmp_path / "items.txt", [7000 + i for i in range(len(items) - 1)], "int64")
+    return RetrievalServable(query_tower=None, user_embeddings=user_vectors, index=index, candidate_embeddings=items,
+                             users=IdLookup(users, "int64", name="users"),
+                             items=IdLookup(item_file, "int64", name="items"),
+                             inputs=("user_id",), max_history=5, k=k, score_similarity="dot")
 
 
-def test_drop_excluded_matches_numpy_and_pads_when_too_few_remain():
-    rng = np.random.default_rng(1)
-    indices = np.stack([rng.permutation(np.arange(1, 13)) for _ in range(6)])
-    scores = np.sort(rng.normal(size=(6, 12)).astype(np.float32), axis=1)[:, ::-1].copy()
-    indices[2, 4] = 0  # an invalid slot of the index
-    excluded = rng.integers(0, 13, size=(6, 5))
-    excluded[5] = indices[5, :5]  # the top 5 excluded
-    got_i, got_s = drop_excluded(tf.constant(indices), tf.constant(scores), tf.constant(excluded), 4)
-    want_i, want_s = reference_drop(indices, scores, excluded, 4)
-    np.testing.assert_array_equal(got_i.numpy(), want_i)
-    np.testing.assert_allclose(got_s.numpy(), want_s)
-    got_i, got_s = drop_excluded(tf.constant(indices[:, :3]), tf.constant(scores[:, :3]),
-                                 tf.constant(indices[:, :2]), 3)  # 2 of 3 excluded: 2 padding slots
-    assert (got_i.numpy()[:, 1:] == 0).all() and (got_s.numpy()[:, 1:] == LOWEST_SCORE).all()
+@pytest.mark.parametrize("kind", ["brute_force", "scann"])
+def test_top_k_excluding_signature_matches_numpy_for_both_indexes(kind, tmp_path):
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(36, 8)).astype(np.float32)  # 35 items + OOV row
+    user_vectors = rng.normal(size=(7, 8)).astype(np.float32)
+    index = (BruteForceIndex(items) if kind == "brute_force" else  # ScaNN searching exhaustively: exact
+             ScannIndex(items, k=12, params=ScannParams(num_leaves=1, reorder_num_neighbors=35)))
+    signatures = servable_over(index, user_vectors, items, tmp_path, k=12).signatures()
+    users = np.array([100, 103, 105, 999, 101], np.int64)  # 999 is unknown: the OOV user vector
+    exclude = 7000 + np.stack([rng.permutation(np.arange(-2, 40))[:30] for _ in users])  # ids 6998.., 7035.. unknown
+    exclude[0, :3] = PAD_ID["int64"]
+    got = signatures["top_k_excluding"](user_id=tf.constant(users), exclude_item_ids=tf.constant(exclude))
+
+    scores = user_vectors[[1, 4, 6, 0, 2]] @ items.T
+    scores[:, 0] = -np.inf
+    for row, banned in enumerate(exclude - 7000 + 1):  # raw id 7000 + i has index i + 1
+        scores[row, banned[(banned > 0) & (banned < 36)]] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :12]
+    allowed = np.isfinite(np.take_along_axis(scores, order, axis=1))
+    assert not allowed.all()  # some rows have fewer than k items left
+    want_ids = np.where(allowed, order - 1 + 7000, PAD_ID["int64"])
+    np.testing.assert_array_equal(got["item_ids"].numpy(), want_ids)
+    np.testing.assert_array_equal(got["scores"].numpy() == LOWEST_SCORE, ~allowed)
+    np.testing.assert_allclose(got["scores"].numpy()[allowed], np.take_along_axis(scores, order, axis=1)[allowed],
+                               rtol=1e-4, atol=1e-4)
+    plain = signatures["serving_default"](user_id=tf.constant(users))  # no exclusion: every slot filled
+    unmasked = user_vectors[[1, 4, 6, 0, 2]] @ items.T
+    unmasked[:, 0] = -np.inf
+    np.testing.assert_array_equal(plain["item_ids"].numpy(),
+                                  np.argsort(-unmasked, axis=1, kind="stable")[:, :12] - 1 + 7000)
 
 
 @pytest.mark.parametrize("tokens, dtype, unknown", [([7, 3, -2, 10**12], "int64", 99),

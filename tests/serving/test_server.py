@@ -1,13 +1,16 @@
 """``tfsoft serve`` end to end on lastfm_small: train -> export (both indexes) -> serve -> REST and
-gRPC answers equal to the in-process model; TF Serving-style errors; fuzzing; hot version swap."""
+gRPC answers equal to an independent NumPy reference (:mod:`tests.export.reference`); TF
+Serving-style errors; fuzzing; hot version swap. Every network call and pipe read has a deadline."""
 
 import json
+import queue
 import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -22,15 +25,16 @@ from tfsoft.export import export_run
 from tfsoft.serving import Client, ServingError, pad_rows
 from tfsoft.serving.server import ModelServer
 
-from tests.export.reference import InProcess
+from tests.export.reference import NumpyReference, same_ranking
 
 K = 20
 MAX_BATCH = 64
+TIMEOUT = 30  # seconds: any single request or pipe read
 
 
 @pytest.fixture(scope="module")
 def reference(history_run):
-    return InProcess.load(history_run)
+    return NumpyReference.load(history_run)
 
 
 @pytest.fixture(scope="module", params=["brute_force", "scann"])
@@ -45,11 +49,14 @@ def client_for(server, **kwargs):
     return Client("127.0.0.1", model="recs", rest_port=server.rest_port, grpc_port=server.grpc_port, **kwargs)
 
 
-def same_ranking(got, want, scores, atol=1e-5):
-    """Equal lists, allowing neighbours with tied scores to swap."""
-    return got == want or all(g == w or abs(scores[i] - scores[min(i + 1, len(scores) - 1)]) < atol
-                              or abs(scores[i] - scores[max(i - 1, 0)]) < atol
-                              for i, (g, w) in enumerate(zip(got, want)))
+def read_line(stream, timeout=TIMEOUT) -> str:
+    """One line from a subprocess pipe; fails after ``timeout`` seconds instead of hanging."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no line on the pipe within {timeout}s") from None
 
 
 def test_rest_rows_rest_columns_and_grpc_answer_like_the_in_process_model(served, reference):
@@ -63,8 +70,8 @@ def test_rest_rows_rest_columns_and_grpc_answer_like_the_in_process_model(served
     assert all(len(a["item_ids"]) == K for a in first)
     if kind == "brute_force":
         want, scores = reference.top_k(users, histories, K)
-        for answer, w, s in zip(first, want, scores.tolist()):
-            assert same_ranking(answer["item_ids"], w, s)
+        for answer, w, s, c in zip(first, want, scores, reference.catalog(users, histories)):
+            assert same_ranking(answer["item_ids"], w, s, c), (answer["item_ids"], w)
             np.testing.assert_allclose(answer["scores"], s, rtol=1e-4, atol=1e-5)
     else:  # the served ScaNN model answers like the same SavedModel run in process, close to exact search
         loaded = tf.saved_model.load(str(base / "1"))
@@ -102,16 +109,21 @@ def test_metadata_lists_the_signatures_and_status_shows_the_version(served):
 
 
 def test_excluding_items_through_the_server(served, reference):
-    _, _, server = served
+    kind, _, server = served
     users, histories = reference.queries(count=4)
     with client_for(server) as client:
         plain = client.recommend(histories=histories)
-        exclude = [a["item_ids"][:5] + h for a, h in zip(plain, histories)]
+        exclude = [a["item_ids"][:5] + h for a, h in zip(plain, histories)]  # top 5 + the whole history
+        want, scores = reference.top_k(users, histories, K, exclude=exclude)
+        catalogs = reference.catalog(users, histories, exclude)
         for protocol in ("rest", "grpc"):
             excluded = client.recommend(histories=histories, exclude=exclude, protocol=protocol)
-            for answer, before, banned in zip(excluded, plain, exclude):
+            for answer, before, banned, w, s, c in zip(excluded, plain, exclude, want, scores, catalogs):
                 assert not set(answer["item_ids"]) & set(banned)
                 assert answer["item_ids"][:3] == [i for i in before["item_ids"] if i not in banned][:3]
+                if kind == "brute_force":  # exact: equal to NumPy; ScaNN: approximate
+                    assert same_ranking(answer["item_ids"], w, s, c), (answer["item_ids"], w)
+                    np.testing.assert_allclose(answer["scores"], s, rtol=1e-4, atol=1e-5)
 
 
 BAD_REST = [
@@ -142,7 +154,8 @@ def test_bad_rest_requests_get_tf_serving_errors_and_the_server_keeps_serving(se
         response = requests.request(method, root + suffix, data=body, timeout=10)
         assert response.status_code == status, (suffix, body, response.text)
         assert message in response.json()["error"], (suffix, response.json())
-    other = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/other:predict", json={"instances": [[1]]})
+    other = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/other:predict", json={"instances": [[1]]},
+                          timeout=TIMEOUT)
     assert other.status_code == 404 and "Servable not found for request: Latest(other)" in other.json()["error"]
     ok = requests.post(root + ":predict", json={"instances": [[1, 2]]}, timeout=10)
     assert ok.status_code == 200 and len(ok.json()["predictions"][0]["item_ids"]) == K
@@ -289,12 +302,18 @@ def test_tfsoft_serve_command_serves_until_terminated(history_run, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "tfsoft.cli", "serve", "--export-dir", str(base),
                                 "--model-name", "recs", "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
-        line = process.stdout.readline()
+        line = read_line(process.stdout, timeout=120)  # the server loads TensorFlow and the model first
         match = re.search(r"REST on http://127\.0\.0\.1:(\d+)", line)
         assert match, line
-        with Client(model="recs", rest_port=int(match.group(1))) as client:
+        with Client(model="recs", rest_port=int(match.group(1)), timeout=TIMEOUT) as client:
             assert client.status()[0]["version"] == "1"
             assert len(client.recommend(histories=[[1, 2, 3]])[0]["item_ids"]) == K
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+            raise AssertionError("tfsoft serve did not stop within 30 s of SIGTERM") from None
+    assert code == 0

@@ -1,17 +1,22 @@
 """Retrieval indexes for export: exact brute force and ScaNN, as ``tf.Module`` objects.
 
 Both index the catalog rows ``1 .. V-1`` (row 0 is the OOV/padding item and is never
-returned) and answer ``search(queries [B, d], num_results) -> (item indices [B, n], scores
-[B, n])`` with indices in the model's item index space, best first.
+returned) and answer ``search(queries [B, d], num_results, exclude=None) -> (item indices
+[B, n], scores [B, n])`` with indices in the model's item index space, best first;
+``exclude`` [B, E] (item indices, padding <= 0 ignored) removes items per query. A slot left
+without an item holds index 0 and :data:`tfsoft.topk.LOWEST_SCORE`.
 
-* :class:`BruteForceIndex` — ``scores = Q·Eᵀ`` then ``tf.math.top_k``: stock TensorFlow ops,
-  exact, servable by any TF Serving build.
+* :class:`BruteForceIndex` — :func:`tfsoft.topk.exact_top_k`: ``scores = Q·Eᵀ``, excluded
+  items masked in the score matrix, then ``tf.math.top_k``: stock TensorFlow ops, exact,
+  servable by any TF Serving build.
 * :class:`ScannIndex` — ScaNN (Guo et al., ICML'20, "Accelerating Large-Scale Inference with
   Anisotropic Vector Quantization"): a k-means tree partitions the catalog, anisotropic
   (score-aware) product quantisation scores the searched leaves, and the best
   ``reorder_num_neighbors`` are re-scored exactly. Built with ``scann.scann_ops`` (ScaNN's own
   TF ops, serialised into the SavedModel as variables); a server needs ScaNN's ops registered
   (``import scann`` in Python, a ScaNN-linked ``tensorflow_model_server`` in production).
+  Exclusions: ScaNN is asked for ``num_results + E`` results and
+  :func:`tfsoft.topk.drop_excluded` keeps the best ``num_results`` allowed ones.
 
 :func:`index_recall` measures an approximate index against exact search on real queries.
 """
@@ -26,15 +31,16 @@ import numpy as np
 
 from tfsoft.backend import tf
 from tfsoft.errors import ExportError
+from tfsoft.topk import drop_excluded, exact_top_k
 
 INDEX_KINDS = ("brute_force", "scann")
 
 
 class BruteForceIndex(tf.Module):
-    """Exact maximum inner product search over ``embeddings[1:]``.
+    """Exact maximum inner product search over ``embeddings[1:]`` (:func:`tfsoft.topk.exact_top_k`).
 
     Args:
-        embeddings: [V, d] candidate embeddings in item-index order (row 0 = OOV, skipped).
+        embeddings: [V, d] candidate embeddings in item-index order (row 0 = OOV, never returned).
     """
 
     kind = "brute_force"
@@ -44,12 +50,12 @@ class BruteForceIndex(tf.Module):
         embeddings = np.asarray(embeddings, dtype=np.float32)
         _check_embeddings(embeddings)
         self.num_candidates = embeddings.shape[0] - 1
-        self.candidates = tf.Variable(embeddings[1:], trainable=False, name="candidates")
+        self.candidates = tf.Variable(embeddings, trainable=False, name="candidates")  # row 0 masked by search
 
-    def search(self, queries, num_results: int):
-        scores = tf.matmul(queries, self.candidates, transpose_b=True)
-        top = tf.math.top_k(scores, k=tf.minimum(tf.cast(num_results, tf.int32), self.num_candidates))
-        return top.indices + 1, top.values
+    def search(self, queries, num_results, exclude=None):
+        """Exact top-``num_results`` [B, min(num_results, V-1)]; ``exclude`` [B, E] is masked in the
+        score matrix (no over-fetch)."""
+        return exact_top_k(queries, self.candidates, num_results, exclude)
 
 
 @dataclass(frozen=True)
@@ -126,14 +132,22 @@ class ScannIndex(tf.Module):
         self._scann_ops = scann_ops
         self.leaves_to_search = p.num_leaves_to_search
 
-    def search(self, queries, num_results):
+    def search(self, queries, num_results, exclude=None):
+        """Approximate top-``num_results``; with ``exclude`` [B, E], ScaNN is asked for
+        ``num_results + E`` and :func:`tfsoft.topk.drop_excluded` keeps the best allowed ones.
+        Slots ScaNN leaves empty (index 0) get :data:`tfsoft.topk.LOWEST_SCORE` either way."""
+        if exclude is None:
+            exclude = tf.zeros([tf.shape(queries)[0], 0], tf.int64)
         searcher = self._scann_ops.searcher_from_module(self.state)
-        num_results = tf.minimum(tf.cast(num_results, tf.int32), self.num_candidates)
-        reorder = tf.maximum(num_results, self.params.reorder_num_neighbors)
-        indices, scores = searcher.search_batched(queries, final_num_neighbors=num_results,
+        wanted = tf.cast(num_results, tf.int32)
+        fetch = tf.minimum(wanted + tf.shape(exclude)[1], self.num_candidates)
+        reorder = tf.maximum(fetch, self.params.reorder_num_neighbors)
+        indices, scores = searcher.search_batched(queries, final_num_neighbors=fetch,
                                                   pre_reorder_num_neighbors=reorder,
                                                   leaves_to_search=self.leaves_to_search)
-        return tf.cast(indices, tf.int32) + 1, scores
+        indices, scores = drop_excluded(tf.cast(indices, tf.int32) + 1, scores, exclude,
+                                        tf.minimum(wanted, self.num_candidates))
+        return tf.cast(indices, tf.int32), scores
 
     def tune(self, queries: np.ndarray, embeddings: np.ndarray, k: int, min_recall: float) -> list[dict]:
         """Search more leaves until recall@k on ``queries`` reaches ``min_recall``.
@@ -161,26 +175,24 @@ def build_index(kind: str, embeddings: np.ndarray, k: int, scann: ScannParams = 
     raise ExportError(f"index must be one of {', '.join(INDEX_KINDS)}; got {kind!r}")
 
 
-def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
-    """Item indices (≥ 1) of the exact top-``k`` inner products, [B, k], best first (NumPy)."""
-    scores = np.asarray(queries, np.float32) @ np.asarray(embeddings, np.float32)[1:].T
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1) + 1
-
-
 def index_recall(index, queries: np.ndarray, embeddings: np.ndarray, k: int, batch_size: int = 1024) -> float:
-    """Mean recall@k of ``index`` against exact search: ``|approx ∩ exact| / k`` per query."""
+    """Mean recall@k of ``index`` against exact search (:func:`tfsoft.topk.exact_top_k`):
+    ``|approx ∩ exact| / k`` per query.
+
+    Args:
+        index: an index of this module over ``embeddings``.
+        queries: [Q, d] query embeddings; embeddings: [V, d] (row 0 = OOV); k: results compared.
+    """
     queries = np.asarray(queries, np.float32)
     if len(queries) == 0:
         raise ExportError("index recall needs at least one query")
     k = min(k, index.num_candidates)
+    candidates = tf.constant(np.asarray(embeddings, np.float32))
     hits = 0
     for start in range(0, len(queries), batch_size):
-        chunk = queries[start:start + batch_size]
-        found = index.search(tf.constant(chunk), k)[0].numpy()
-        exact = exact_top_k(chunk, embeddings, k)
+        chunk = tf.constant(queries[start:start + batch_size])
+        found = index.search(chunk, k)[0].numpy()
+        exact = exact_top_k(chunk, candidates, k)[0].numpy()
         hits += sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), exact.tolist()))
     return hits / (len(queries) * k)
 

@@ -17,9 +17,11 @@ vocabulary therefore also works as padding, on either side; the history is re-pa
 model's left-padded, most-recent-last layout and cut to its ``max_history`` last items.
 
 ``exclude_item_ids`` [B, E] removes items from each row's results (e.g. already seen ones):
-the index is asked for ``k + E`` results, excluded ones are dropped, and the best ``k`` kept.
-A slot left without an item (a catalog smaller than ``k + exclusions``) holds the padding id
-(``-1`` or ``""``) and the score ``float32`` lowest. Two signatures rather than one optional
+the brute-force index masks them in its score matrix (:func:`tfsoft.topk.exact_top_k`); a
+ScaNN index is asked for ``k + E`` results, excluded ones are dropped and the best ``k`` kept
+(:func:`tfsoft.topk.drop_excluded`). A slot left without an item (a catalog smaller than
+``k + exclusions``) holds the padding id (``-1`` or ``""``) and the score
+:data:`tfsoft.topk.LOWEST_SCORE` (``float32`` lowest). Two signatures rather than one optional
 input because TF Serving requires a request to carry exactly the signature's inputs.
 """
 
@@ -33,10 +35,10 @@ import numpy as np
 from tfsoft.backend import tf
 from tfsoft.errors import ExportError
 from tfsoft.losses.logits import prepare_embeddings
+from tfsoft.topk import LOWEST_SCORE  # noqa: F401  (re-exported: the score of an empty slot)
 
 QUERY_INPUTS = ("user_id", "history")
 PAD_ID = {"int64": -1, "string": ""}
-LOWEST_SCORE = float(np.finfo(np.float32).min)
 _TF_DTYPES = {"int64": tf.int64, "string": tf.string}
 
 
@@ -82,19 +84,6 @@ def pack_history(indices, max_history: int):
     """Drop OOV/padding (0) entries, keep the last ``max_history``, left-pad with 0: [B, max_history]."""
     known = tf.ragged.boolean_mask(indices, indices > 0)[:, -max_history:]
     return tf.reverse(tf.reverse(known, axis=[1]).to_tensor(0, shape=[None, max_history]), axis=[1])
-
-
-def drop_excluded(indices, scores, excluded, k: int):
-    """Best ``k`` of ``(indices, scores)`` [B, n] after removing ``excluded`` [B, E] indices.
-
-    Excluded and invalid (≤ 0) results get :data:`LOWEST_SCORE`; the rest keep their order."""
-    indices = tf.cast(indices, tf.int64)
-    hit = tf.reduce_any(tf.equal(indices[:, :, tf.newaxis], excluded[:, tf.newaxis, :]), axis=2)
-    drop = tf.logical_or(hit, indices <= 0)
-    scores = tf.where(drop, tf.constant(LOWEST_SCORE, scores.dtype), scores)
-    indices = tf.where(drop, tf.zeros_like(indices), indices)
-    top = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(scores)[1]))
-    return tf.gather(indices, top.indices, batch_dims=1), top.values
 
 
 class RetrievalServable(tf.Module):
@@ -153,14 +142,13 @@ class RetrievalServable(tf.Module):
         return prepare_embeddings(query, self.score_similarity) if self.score_similarity == "cosine" else query
 
     def top_k(self, features: dict, exclude_item_ids=None):
+        """``{"item_ids": [B, k] raw ids, "scores": [B, k]}``; ``exclude_item_ids`` [B, E] raw ids
+        (unknown ids and padding map to index 0 and are ignored) are left out. Each index
+        applies the exclusion its own way (module docstring); empty slots hold index 0, which
+        maps to the padding id."""
         query = self.query_vectors(features)
-        if exclude_item_ids is None:
-            indices, scores = self.index.search(query, self.k)
-            excluded = tf.zeros([tf.shape(query)[0], 0], tf.int64)
-        else:
-            excluded = self.items.to_index(exclude_item_ids)
-            indices, scores = self.index.search(query, self.k + tf.shape(excluded)[1])
-        indices, scores = drop_excluded(indices, scores, excluded, self.k)
+        excluded = None if exclude_item_ids is None else self.items.to_index(exclude_item_ids)
+        indices, scores = self.index.search(query, self.k, exclude=excluded)
         return {"item_ids": self.items.to_id(indices), "scores": scores}
 
     # ------------------------------------------------------------- signatures
