@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 
+# tfsoft/__init__.py, which Python runs before this module, already set both defaults:
+# TF_USE_LEGACY_KERAS=1 and TF_CPP_MIN_LOG_LEVEL (2, or 3 on a machine without a GPU, where
+# TensorFlow's CUDA build logs "failed call to cuInit" at ERROR severity on every run; see
+# tfsoft._cpp_log_level). Repeated here where TensorFlow is imported, for the reader.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402

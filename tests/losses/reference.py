@@ -9,12 +9,12 @@ def logsumexp(x):
 
 
 def full_softmax(query, catalog, positive_ids, temperature, valid=None):
+    """``logsumexp_{j valid}(c_j·q/τ) − c_pos·q/τ`` per query; ``valid`` [V] bool (None = all)."""
+    keep = np.ones(len(catalog), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     out = []
     for q, p in zip(query, positive_ids):
         logits = catalog @ q / temperature
-        if valid is not None:
-            logits = logits[valid] if False else np.where(valid, logits, -np.inf)
-        out.append(logsumexp(logits[np.isfinite(logits)]) - logits[p])
+        out.append(logsumexp(logits[keep]) - logits[p])
     return np.array(out)
 
 

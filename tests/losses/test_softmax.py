@@ -9,9 +9,6 @@ from tfsoft.losses import logits as steps
 
 from tests.losses import reference as ref
 
-RNG = np.random.default_rng(0)
-
-
 def t(x):
     return tf.constant(x)
 
@@ -23,8 +20,8 @@ def grads(function, *arrays):
     return float(value), [g.numpy() for g in tape.gradient(value, variables)]
 
 
-def test_full_softmax_matches_reference_and_gradient():
-    query, catalog = RNG.normal(size=(4, 3)), RNG.normal(size=(6, 3))
+def test_full_softmax_matches_reference_and_gradient(rng):
+    query, catalog = rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
     positives = np.array([1, 2, 5, 1])
     valid = np.array([False, True, True, True, True, True])
     got = full_softmax_loss(t(query), t(catalog), t(positives), temperature=0.5, valid_items=t(valid)).numpy()
@@ -40,19 +37,19 @@ def test_full_softmax_matches_reference_and_gradient():
 
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("correct_positive", [True, False])
-def test_sampled_softmax_matches_reference_with_log_q_and_accidental_hits(shared, correct_positive):
+def test_sampled_softmax_matches_reference_with_log_q_and_accidental_hits(shared, correct_positive, rng):
     b, n, d = 5, 6, 3
-    query, positive = RNG.normal(size=(b, d)), RNG.normal(size=(b, d))
+    query, positive = rng.normal(size=(b, d)), rng.normal(size=(b, d))
     positive_ids = np.array([3, 4, 5, 6, 7])
     if shared:
         negative_ids = np.array([3, 9, 4, 10, 11, 3])  # accidental hits for rows 0 and 1
-        negatives = RNG.normal(size=(n, d))
-        neg_count = RNG.normal(size=n)
+        negatives = rng.normal(size=(n, d))
+        neg_count = rng.normal(size=n)
     else:
-        negative_ids = RNG.integers(3, 9, size=(b, n))
-        negatives = RNG.normal(size=(b, n, d))
-        neg_count = RNG.normal(size=(b, n))
-    pos_count = RNG.normal(size=b) if correct_positive else None
+        negative_ids = rng.integers(3, 9, size=(b, n))
+        negatives = rng.normal(size=(b, n, d))
+        neg_count = rng.normal(size=(b, n))
+    pos_count = rng.normal(size=b) if correct_positive else None
 
     def loss(q, p, negs):
         return sampled_softmax_loss(q, p, t(positive_ids), negs, t(negative_ids), temperature=0.2,
@@ -72,12 +69,12 @@ def test_sampled_softmax_matches_reference_with_log_q_and_accidental_hits(shared
 
 @pytest.mark.parametrize("log_q", [True, False])
 @pytest.mark.parametrize("remove_duplicates", [True, False])
-def test_in_batch_softmax_matches_reference(log_q, remove_duplicates):
+def test_in_batch_softmax_matches_reference(log_q, remove_duplicates, rng):
     b, extra, d = 5, 3, 4
-    query = RNG.normal(size=(b, d))
-    candidates = RNG.normal(size=(b + extra, d))
+    query = rng.normal(size=(b, d))
+    candidates = rng.normal(size=(b + extra, d))
     ids = np.array([1, 2, 1, 3, 4, 9, 2, 8])  # duplicate positives (1) and a mixed negative equal to 2
-    log_count = RNG.normal(size=b + extra) if log_q else None
+    log_count = rng.normal(size=b + extra) if log_q else None
     positive_index = np.arange(b)
 
     def loss(q, c):
@@ -94,18 +91,19 @@ def test_in_batch_softmax_matches_reference(log_q, remove_duplicates):
     np.testing.assert_allclose(gc, ref.numeric_gradient(lambda x: reference(query, x).sum(), candidates.copy()), atol=1e-5)
 
 
-def test_in_batch_positive_index_offset_for_gathered_replicas():
-    query = RNG.normal(size=(2, 3))
-    candidates = RNG.normal(size=(4, 3))  # replica 1 of 2: its positives are rows 2 and 3
+def test_in_batch_positive_index_offset_for_gathered_replicas(rng):
+    query = rng.normal(size=(2, 3))
+    candidates = rng.normal(size=(4, 3))  # replica 1 of 2: its positives are rows 2 and 3
     ids = np.array([5, 6, 7, 8])
     got = in_batch_softmax_loss(t(query), t(candidates), t(ids), positive_index=t(np.array([2, 3])), temperature=1.0)
     np.testing.assert_allclose(got.numpy(), ref.in_batch_softmax(query, candidates, ids, [2, 3], 1.0), rtol=1e-9, atol=1e-12)
 
 
 def test_temperature_is_applied_before_log_q():
+    # Expected values are written out by hand (never through steps.scale): s/τ − log Q.
     scores, log_count = t(np.array([[2.0, 1.0]])), t(np.array([0.5, -0.5]))
     corrected = steps.subtract_log_expected_count(steps.scale(scores, 0.1), log_count).numpy()
-    np.testing.assert_allclose(corrected, [[2.0 / 0.1 - 0.5, 1.0 / 0.1 + 0.5]])
+    np.testing.assert_allclose(corrected, [[2.0 / 0.1 - 0.5, 1.0 / 0.1 + 0.5]], rtol=1e-12)
     # through the loss: s/τ − logQ, not (s − logQ)/τ
     query, cands, ids = np.array([[1.0, 0.0]]), np.array([[0.6, 0.8], [0.0, 1.0]]), np.array([1, 2])
     got = in_batch_softmax_loss(t(query), t(cands), t(ids), temperature=0.1, candidate_log_expected_count=t(np.array([0.3, -0.2])))
@@ -114,8 +112,8 @@ def test_temperature_is_applied_before_log_q():
 
 
 @pytest.mark.parametrize("function, reference", [(bpr_loss, ref.bpr), (bce_loss, ref.bce)])
-def test_pairwise_losses_match_reference(function, reference):
-    pos, neg = RNG.normal(size=4), RNG.normal(size=(4, 3))
+def test_pairwise_losses_match_reference(function, reference, rng):
+    pos, neg = rng.normal(size=4), rng.normal(size=(4, 3))
     keep = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 0]], dtype=bool)
     np.testing.assert_allclose(function(t(pos), t(neg), t(keep)).numpy(), reference(pos, neg, keep), rtol=1e-9, atol=1e-12)
     _, (gp, gn) = grads(lambda p, n: function(p, n, t(keep)), pos, neg)
@@ -140,16 +138,16 @@ def test_cosine_preparation_normalises():
 
 @pytest.mark.parametrize("layout", ["positive_index", "offset", "offset_tensor"])
 @pytest.mark.parametrize("log_q", [True, False])
-def test_in_batch_duplicates_with_replica_offset_and_mixed_negatives(log_q, layout):
+def test_in_batch_duplicates_with_replica_offset_and_mixed_negatives(log_q, layout, rng):
     # Replica 1 of 2 (its positives are columns 3..5) plus 3 mixed negatives: the label mask is
     # an off-diagonal band, duplicates of a row's positive sit on both replicas and among the
     # mixed negatives, and must be masked everywhere but in the row's own column.
     b, d = 3, 4
-    query = RNG.normal(size=(b, d))
-    candidates = RNG.normal(size=(2 * b + 3, d))
+    query = rng.normal(size=(b, d))
+    candidates = rng.normal(size=(2 * b + 3, d))
     ids = np.array([7, 5, 2, 5, 7, 5, 5, 9, 7])
     positive_index = np.array([3, 4, 5])
-    log_count = RNG.normal(size=len(ids)) if log_q else None
+    log_count = rng.normal(size=len(ids)) if log_q else None
     where = {"positive_index": {"positive_index": t(positive_index)}, "offset": {"positive_offset": 3},
              "offset_tensor": {"positive_offset": tf.constant(3)}}[layout]
 
@@ -170,15 +168,15 @@ def test_in_batch_duplicates_with_replica_offset_and_mixed_negatives(log_q, layo
 
 
 @pytest.mark.parametrize("remove_duplicates", [True, False])
-def test_in_batch_default_layout_is_the_diagonal(remove_duplicates):
-    query, candidates = RNG.normal(size=(5, 4)), RNG.normal(size=(8, 4))
+def test_in_batch_default_layout_is_the_diagonal(remove_duplicates, rng):
+    query, candidates = rng.normal(size=(5, 4)), rng.normal(size=(8, 4))
     ids = np.array([1, 2, 1, 3, 1, 9, 2, 8])
     got = in_batch_softmax_loss(t(query), t(candidates), t(ids), temperature=0.1, remove_duplicates=remove_duplicates)
     np.testing.assert_allclose(got.numpy(), ref.in_batch_softmax(query, candidates, ids, np.arange(5), 0.1, None,
                                                                  remove_duplicates), rtol=1e-9, atol=1e-12)
 
 
-def test_duplicate_mask_is_same_item_but_not_own_column():
+def test_duplicate_mask_is_same_item_but_not_own_column(rng):
     logits = t(np.zeros((2, 5)))
     ids, positive_index = t(np.array([4, 4, 6, 4, 6])), t(np.array([1, 2], dtype=np.int32))
     expected = np.array([[True, False, False, True, False], [False, False, False, False, True]])
@@ -193,7 +191,7 @@ def test_duplicate_mask_is_same_item_but_not_own_column():
     np.testing.assert_array_equal(steps.diagonal_labels(tf.constant(2), tf.constant(5), 1, tf.float64).numpy(),
                                   [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0]])
     # masking adds MASKED_LOGIT: the masked entries' softmax weight is exactly 0
-    logits = t(RNG.normal(size=(2, 5)) * 10)
+    logits = t(rng.normal(size=(2, 5)) * 10)
     masked = steps.mask_duplicate_positives(logits, ids, positive_index)
     np.testing.assert_array_equal(tf.nn.softmax(masked).numpy()[expected], 0.0)
     np.testing.assert_array_equal(masked.numpy()[~expected], logits.numpy()[~expected])
@@ -201,10 +199,14 @@ def test_duplicate_mask_is_same_item_but_not_own_column():
     assert not np.isnan(tf.nn.softmax(half).numpy()).any()
 
 
-def test_temperature_scales_query_or_logits_alike():
-    query, candidates = RNG.normal(size=(3, 4)), RNG.normal(size=(5, 4))
+def test_temperature_scales_query_or_logits_alike(rng):
+    # Expected values in plain NumPy: s(q, c)/τ whether τ divides the query or the logits.
+    query, candidates = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    expected = query @ candidates.T / 0.1
     np.testing.assert_allclose(tf.matmul(steps.scale(t(query), 0.1), t(candidates), transpose_b=True).numpy(),
-                               steps.scale(tf.matmul(t(query), t(candidates), transpose_b=True), 0.1).numpy(),
-                               rtol=1e-12)
+                               expected, rtol=1e-12)
+    np.testing.assert_allclose(steps.scale(tf.matmul(t(query), t(candidates), transpose_b=True), 0.1).numpy(),
+                               expected, rtol=1e-12)
+    np.testing.assert_allclose(steps.scale(t(query), tf.constant(0.25)).numpy(), query / 0.25, rtol=1e-7)
     x = t(query)
     assert steps.scale(x, 1.0) is x  # τ = 1 adds no op

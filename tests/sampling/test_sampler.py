@@ -132,3 +132,22 @@ def test_bad_seed_and_num_raise_config_error():
         NegativeSampler(Q, seed="x")
     with pytest.raises(ConfigError, match=r"num must be >= 0; got -1"):
         NegativeSampler(Q).sample(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# NegativeSampler.seed: the base seed of per-replica draws (tfsoft.distribute.draw_shared /
+# draw_local; their mirrored behaviour is tested in tests/test_distribute_module.py).
+
+
+def test_seed_property_is_the_constructor_seed():
+    assert NegativeSampler(Q, seed=4).seed == 4
+    assert NegativeSampler(Q, seed=np.int64(5)).seed == 5 and isinstance(NegativeSampler(Q, seed=np.int64(5)).seed, int)
+    assert NegativeSampler(Q).seed is None
+
+
+def test_stateless_draw_with_a_replica_seed_is_the_sampler_draw_with_that_seed():
+    from tfsoft.distribute import replica_seed
+
+    sampler = NegativeSampler(Q, seed=2)
+    np.testing.assert_array_equal(sampler.sample(50, seed=replica_seed(sampler.seed, 7)).numpy(),
+                                  sampler.sample(50, seed=tf.constant([2, 7], tf.int64)).numpy())

@@ -10,7 +10,8 @@ the candidates, so it is subtracted *after* dividing by τ: ``s/τ − log Q``. 
 Recommenders' ``tasks.Retrieval`` does the same (temperature, then
 ``SamplingProbablityCorrection``). Merlin Models' contrastive output divides the corrected
 logits by the temperature, i.e. ``(s − log Q)/τ``, which scales the correction by 1/τ and
-over-corrects for τ < 1; we do not follow it. ``tests/losses/test_logits.py`` pins the order.
+over-corrects for τ < 1; we do not follow it.
+``tests/losses/test_softmax.py::test_temperature_is_applied_before_log_q`` pins the order.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def sampled_softmax_loss(
     Without correcting the positive, ``e^{l_0} + Σ_k e^{l_k}`` is an unbiased estimate of the
     full partition function (importance sampling of the items other than c⁺), so ℓ and ∇ℓ
     converge to full softmax as N grows; without the negatives' correction the model learns
-    ``s − log Q`` instead of ``s`` (tests/losses/test_sampled_softmax.py checks both).
+    ``s − log Q`` instead of ``s`` (``tests/losses/test_sampled_convergence.py`` checks both).
 
     Args:
         query: [B, d]; positive: [B, d]; positive_ids: [B].
