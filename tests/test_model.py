@@ -9,6 +9,8 @@ from tfsoft.errors import ConfigError
 from tfsoft.model import TwoTowerModel
 from tfsoft.towers import HistoryPoolingTower, IdTower
 
+from tests.losses import reference as ref
+
 V, D, B, L = 30, 8, 16, 5
 
 
@@ -102,3 +104,66 @@ def test_cosine_training_can_score_with_inner_product():
     np.testing.assert_allclose(model(data).numpy(), raw, rtol=1e-6)
     cosine = small_model(losses.InBatchSoftmax())
     np.testing.assert_allclose(np.linalg.norm(cosine(data).numpy(), axis=1), 1.0, rtol=1e-5)
+
+
+# ------------------------------------------- objective values through the model's step
+class FixedNegatives:
+    """Stands in for a model's NegativeSampler: returns known ids (shared [N] or [B, N])."""
+
+    def __init__(self, sampler, ids):
+        self._sampler, self.ids = sampler, np.asarray(ids, np.int64)
+        self.seed = sampler.seed
+
+    def sample(self, num, shape=None, seed=None):
+        return tf.constant(self.ids)
+
+    def log_expected_count(self, ids, num_draws):
+        return self._sampler.log_expected_count(ids, num_draws)
+
+
+def prepared_embeddings(model, data, similarity):
+    query = model.query_tower({k: tf.constant(v) for k, v in data.items()}).numpy().astype(np.float64)
+    table = model.candidate_tower.embedding.embeddings.numpy().astype(np.float64)
+    if similarity == "cosine":
+        query = query / np.linalg.norm(query, axis=1, keepdims=True)
+        table = table / np.linalg.norm(table, axis=1, keepdims=True)
+    return query, table
+
+
+@pytest.mark.parametrize("case", ["sampled_shared", "sampled_per_example", "mixed", "bpr", "bce"])
+def test_objective_values_through_the_step_match_numpy(case):
+    rng = np.random.default_rng(11)
+    data = batch(5)
+    n = 4
+    loss = {"sampled_shared": losses.SampledSoftmax(num_negatives=n, temperature=0.2, log_q=True),
+            "sampled_per_example": losses.SampledSoftmax(num_negatives=n, temperature=0.2, log_q=True,
+                                                         shared_negatives=False),
+            "mixed": losses.InBatchSoftmax(temperature=0.1, log_q=True, num_uniform_negatives=n),
+            "bpr": losses.BPR(num_negatives=n), "bce": losses.BCE(num_negatives=n)}[case]
+    similarity = "dot" if case in ("bpr", "bce") else "cosine"
+    model = small_model(loss, similarity=similarity)
+    key = next(iter(model.samplers))
+    shape = (B, n) if case in ("sampled_per_example", "bpr", "bce") else (n,)
+    ids = rng.integers(1, V, size=shape)
+    ids.flat[0] = data["target"][0]  # an accidental hit: masked by every objective
+    model.samplers[key] = FixedNegatives(model.samplers[key], ids)
+    query, table = prepared_embeddings(model, data, similarity)
+    target, weight = data["target"], data["weight"].astype(np.float64)
+    sampler_q = model.samplers[key]._sampler.probabilities
+    if case.startswith("sampled"):
+        neg_log_count = np.log(n * sampler_q[ids])
+        expected = ref.sampled_softmax(query, table[target], target, table[ids], ids, 0.2,
+                                       neg_log_count=neg_log_count)
+    elif case == "mixed":
+        counts = model.item_counts
+        p = np.maximum(counts, 1e-3) / counts.sum()
+        candidate_ids = np.r_[target, ids]
+        log_count = np.log(B * p[candidate_ids] + n * sampler_q[candidate_ids])
+        expected = ref.in_batch_softmax(query, table[candidate_ids], candidate_ids, np.arange(B), 0.1, log_count)
+    else:
+        positive = (query * table[target]).sum(1)
+        negative = np.einsum("bd,bnd->bn", query, table[ids])
+        keep = ids != target[:, None]
+        expected = (ref.bpr if case == "bpr" else ref.bce)(positive, negative, keep)
+    got = model.evaluate(tf.data.Dataset.from_tensor_slices(data).batch(B), verbose=0, return_dict=True)["loss"]
+    assert got == pytest.approx((expected * weight).sum() / B, rel=1e-4)

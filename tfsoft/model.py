@@ -41,7 +41,7 @@ from tfsoft import distribute
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
 from tfsoft.gradients import check_dense_policy, prepare_gradients
-from tfsoft.losses.logits import SIMILARITIES, prepare_embeddings
+from tfsoft.losses.logits import check_similarity, prepare_embeddings
 from tfsoft.losses.objectives import RetrievalLoss
 from tfsoft.losses.reduction import weighted_mean
 from tfsoft.sampling import NegativeSampler, StreamingFrequencyEstimator, make_proposal
@@ -151,11 +151,8 @@ class TwoTowerModel(keras.Model):
         super().__init__(**kwargs)
         check_dense_policy(dense_gradients)
         self.dense_gradients = dense_gradients
-        if similarity not in SIMILARITIES:
-            raise ConfigError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
-        score_similarity = score_similarity or similarity
-        if score_similarity not in SIMILARITIES:
-            raise ConfigError(f"score_similarity must be one of {SIMILARITIES}; got {score_similarity!r}")
+        check_similarity(similarity)
+        score_similarity = check_similarity(score_similarity or similarity, "score_similarity")
         if not isinstance(loss, RetrievalLoss):
             raise ConfigError(f"loss must be a tfsoft.losses objective (e.g. InBatchSoftmax()); got {type(loss).__name__}")
         self.query_tower, self.candidate_tower, self.retrieval_loss = query_tower, candidate_tower, loss

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from tfsoft.backend import tf
+from tfsoft.errors import ConfigError
 from tfsoft.losses import (
     bce_loss, bpr_loss, full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss, weighted_mean,
 )
@@ -132,7 +133,7 @@ def test_weighted_mean_uses_global_batch_size_and_weights():
 def test_cosine_preparation_normalises():
     x = steps.prepare_embeddings(t(np.array([[3.0, 4.0]])), "cosine").numpy()
     np.testing.assert_allclose(x, [[0.6, 0.8]])
-    with pytest.raises(ValueError, match=r"similarity must be one of \('dot', 'cosine'\); got 'l2'"):
+    with pytest.raises(ConfigError, match=r"similarity must be one of \('dot', 'cosine'\); got 'l2'"):
         steps.prepare_embeddings(t(np.array([[1.0]])), "l2")
 
 

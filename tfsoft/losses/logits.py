@@ -17,6 +17,7 @@ over-corrects for τ < 1; we do not follow it.
 from __future__ import annotations
 
 from tfsoft.backend import tf
+from tfsoft.errors import ConfigError
 
 #: Logit given to masked entries: finite (no NaN in gradients), exp() underflows to 0.
 MASKED_LOGIT = -1e9
@@ -28,13 +29,18 @@ def normalize(embeddings: tf.Tensor) -> tf.Tensor:
     return tf.math.l2_normalize(embeddings, axis=-1, epsilon=1e-12)
 
 
+def check_similarity(similarity, key: str = "similarity") -> str:
+    """``similarity`` if it is one of :data:`SIMILARITIES`, else a ConfigError naming ``key``."""
+    if similarity not in SIMILARITIES:
+        raise ConfigError(f"{key} must be one of {SIMILARITIES}; got {similarity!r}")
+    return similarity
+
+
 def prepare_embeddings(embeddings: tf.Tensor, similarity: str) -> tf.Tensor:
     """Embeddings ready for a dot product under ``similarity`` (``"dot"`` or ``"cosine"``)."""
-    if similarity == "cosine":
+    if check_similarity(similarity) == "cosine":
         return normalize(embeddings)
-    if similarity == "dot":
-        return embeddings
-    raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
+    return embeddings
 
 
 def scale(logits: tf.Tensor, temperature: float) -> tf.Tensor:
