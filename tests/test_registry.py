@@ -195,3 +195,12 @@ def test_a_registered_throwaway_loss_and_tower_train_without_touching_training_p
     assert metrics["test"]["num_queries"] > 0 and np.isfinite(metrics["test"]["ndcg@10"])
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.loss.margin == 0.3 and saved.model.query_tower.count == 4
+
+
+def test_window_mode_needs_per_position_outputs_and_builds_sequence_towers():
+    with pytest.raises(ConfigError, match=r"data.example_mode 'window' trains one query per position"):
+        parse_config({"data": {"example_mode": "window"}})
+    from tfsoft.training import build_model, prepare_data
+
+    config = parse_config({"data": {"example_mode": "window"}, "model": {"query_tower": "sasrec", "embedding_dim": 8}})
+    assert build_model(config, prepare_data(config.data)).query_tower.output_mode == "sequence"

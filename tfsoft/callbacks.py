@@ -51,11 +51,16 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_epoch_end(epoch, logs)
 
     def _save_handler(self, filepath):
-        with atomic_output(filepath, suffix=".weights.h5") as tmp, without_get_config_warning():
-            self.model.save_weights(str(tmp))
+        save_weights_atomically(self.model, filepath)
         self.saved_epoch = self._epoch + 1
         if self.save_best_only:
             self.saved_value = float(self.best)
+
+
+def save_weights_atomically(model, path) -> None:
+    """``model.save_weights`` into a temporary file renamed to ``path`` (``*.weights.h5``)."""
+    with atomic_output(path, suffix=".weights.h5") as tmp, without_get_config_warning():
+        model.save_weights(str(tmp))
 
 
 class _DropGetConfigWarning(logging.Filter):

@@ -56,7 +56,10 @@ class DataConfig(_Section):
     max_history: int = Field(20, ge=1, le=1000)
     min_user_interactions: int = Field(0, ge=0)
     min_item_interactions: int = Field(0, ge=0)
-    example_mode: Literal["position", "user"] = "position"
+    example_mode: Literal["position", "user", "window"] = Field(
+        "position", description="position: one example per interaction; user: each sequence's last max_history "
+                                "positions at once; window: every sequence cut into windows of max_history, "
+                                "every position a target")
     user_features: Optional[FeatureFileConfig] = None
     item_features: Optional[FeatureFileConfig] = None
 
@@ -175,9 +178,10 @@ class Config(_Section):
     @model_validator(mode="after")
     def _per_position_queries(self):
         tower = self.model.query_tower
-        if self.data.example_mode == "user" and not tower.sequence_outputs:
+        if self.data.example_mode in ("user", "window") and not tower.sequence_outputs:
             capable = [name for name in QUERY_TOWERS.names() if QUERY_TOWERS.get(name).sequence_outputs]
-            raise ValueError(f"data.example_mode 'user' trains one query per position, which needs a query tower "
+            raise ValueError(f"data.example_mode '{self.data.example_mode}' trains one query per position, which "
+                             f"needs a query tower "
                              f"with per-position outputs ({', '.join(capable)}); got '{tower.name}'")
         return self
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tfsoft.config import Config, config_to_yaml, monitor_mode
 from tfsoft.errors import RunError, TrainingInterrupted
 from tfsoft.files import atomic_write_json, atomic_write_text
-from tfsoft.runs import RunPaths, check_data_source, claim_run_dir, resolve_paths
+from tfsoft.runs import CHECKPOINTS, RunPaths, check_data_source, claim_run_dir, resolve_paths
 
 
 def train_run(config: Config, run_dir: str | Path, *, overwrite: bool = False, callbacks=(), stream=None) -> dict:
@@ -52,7 +52,9 @@ def train_run(config: Config, run_dir: str | Path, *, overwrite: bool = False, c
 
 def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) -> dict:
     from tfsoft.backend import keras
-    from tfsoft.callbacks import AtomicModelCheckpoint, HistoryCSV, ProgressLine, without_get_config_warning
+    from tfsoft.callbacks import (
+        AtomicModelCheckpoint, HistoryCSV, ProgressLine, save_weights_atomically, without_get_config_warning,
+    )
     from tfsoft.determinism import make_deterministic
     from tfsoft.plots import plot_long_tail, plot_training
     from tfsoft.training import prepare_data, train
@@ -72,6 +74,11 @@ def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) ->
     try:
         result = train(config, prepared=prepared, callbacks=[best, last, history, board, progress, *callbacks],
                        deterministic=config.train.deterministic, strategy=strategy)
+        if not config.model.query_tower.trainable:  # a baseline: its (weightless) model is both checkpoints
+            for which in CHECKPOINTS:
+                save_weights_atomically(result.model, paths.checkpoint(which))
+            atomic_write_text(paths.history, "epoch,seconds\n")
+            best.saved_epoch = 0
         if best.saved_epoch is None:
             raise RunError(f"no epoch reported {monitor}, so no best checkpoint was written to "
                            f"'{paths.checkpoint('best')}'")
@@ -84,7 +91,7 @@ def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) ->
         raise TrainingInterrupted(_interrupted_message(paths, config, best, last, history)) from None
     metrics.update(best_epoch=best.saved_epoch, epochs_run=history.epochs_done, monitor=monitor,
                    train_seconds=result.train_seconds, train_examples=result.examples)
-    plot_training(result.history, paths.training_plot, ks=config.evaluation.ks, best_epoch=best.saved_epoch)
+    plot_training(result.history, paths.training_plot, ks=config.evaluation.ks, best_epoch=best.saved_epoch or None)
     plot_long_tail(metrics["test"].get("long_tail_recall", {}), paths.long_tail_plot, split="test")
     atomic_write_json(paths.metrics, metrics)
     return metrics

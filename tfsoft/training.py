@@ -17,7 +17,10 @@ import numpy as np
 
 from tfsoft.backend import keras
 from tfsoft.config import Config, DataConfig, FeatureFileConfig, monitor_mode
-from tfsoft.data import ColumnSpec, PreparedData, SplitSpec, make_dataset, next_item_examples, prepare
+from tfsoft.data import (
+    ColumnSpec, PreparedData, Ragged, SplitSpec, make_dataset, next_item_examples, prepare, query_features,
+)
+from tfsoft.data.sequences import SEQUENCE_MODES
 from tfsoft.data import load_interactions as data_source
 from tfsoft.data.features import build_feature_table, read_feature_file
 from tfsoft.data.registry import data_dir_candidates
@@ -59,7 +62,7 @@ def tower_context(config: Config, prepared: PreparedData) -> TowerContext:
     """What the tower builders read from the config and the data."""
     return TowerContext(num_items=prepared.items.num_indices, num_users=prepared.users.num_indices,
                         dim=config.model.embedding_dim, l2=config.model.l2, max_history=config.data.max_history,
-                        output="sequence" if config.data.example_mode == "user" else "last",
+                        output="sequence" if config.data.example_mode in SEQUENCE_MODES else "last",
                         tie_item_embeddings=config.model.tie_item_embeddings, prepared=prepared)
 
 
@@ -139,6 +142,13 @@ def train(config: Config, *, prepared: PreparedData | None = None, callbacks=(),
     strategy = strategy or make_strategy(config.distribute.strategy, config.distribute.cpu_replicas)
     make_deterministic(config.train.seed, ops=deterministic)
     prepared = prepared or prepare_data(config.data)
+    if not config.model.query_tower.trainable:  # a baseline computed from training statistics
+        with strategy.scope():
+            model = build_model(config, prepared)
+        model(query_features(np.zeros(1, np.int64), Ragged.from_rows([[]]), config.data.max_history))
+        model.candidate_embeddings()
+        return TrainResult(model=model, prepared=prepared, history={}, best_epoch=0, train_seconds=0.0,
+                           examples=0, strategy=strategy)
     features = training_examples(config, prepared)
     replicas = strategy.num_replicas_in_sync
     # With train.steps_per_epoch an epoch is a number of steps, not a pass over the data: repeat

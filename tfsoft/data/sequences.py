@@ -15,7 +15,9 @@ from tfsoft.data.ragged import Ragged
 from tfsoft.data.vocabulary import PAD_INDEX
 from tfsoft.errors import DataError
 
-EXAMPLE_MODES = ("position", "user")
+EXAMPLE_MODES = ("position", "user", "window")
+#: modes whose targets are [E, L]: a query per position
+SEQUENCE_MODES = ("user", "window")
 
 
 def left_pad(rows: Ragged, max_history: int) -> np.ndarray:
@@ -46,9 +48,10 @@ class NextItemExamples:
         user: [E] user index.
         history: [E, L] left-padded previous items.
         target: [E] the item to predict (``mode="position"``), or [E, L] the next item at
-            every history position, 0 where padded (``mode="user"``, SASRec-style training).
+            every history position, 0 where padded (``mode="user"``/``"window"``, SASRec-style
+            training).
         row: [E] (position mode) index into the flat training values of the target, so
-            per-interaction columns such as weights can be looked up; None in user mode.
+            per-interaction columns such as weights can be looked up; None otherwise.
     """
 
     user: np.ndarray
@@ -75,7 +78,19 @@ def next_item_examples(
 
     ``mode="user"``: one example per sequence with at least two items: history = the last
     ``max_history`` items but one, target = the same window shifted by one (every position
-    is a target in one forward pass, SASRec training).
+    is a target in one forward pass, SASRec training). Only the last ``max_history``
+    transitions of a long sequence are trained.
+
+    ``mode="window"``: as ``user``, but a sequence of n items is cut, from its end, into
+    windows of ``max_history`` transitions (the first window shorter, left-padded), so every
+    training interaction but the first of its sequence is a target exactly once. Position
+    p of a window reads the items of that window up to p (SASRec and the CSRec protocol cut
+    long histories the same way).
+
+    Example:
+        >>> ex = next_item_examples(Ragged.from_rows([[1, 2, 3, 4, 5]]), np.array([7]), 2, mode="window")
+        >>> ex.history.tolist(), ex.target.tolist()
+        ([[3, 4], [1, 2]], [[4, 5], [2, 3]])
     """
     if mode not in EXAMPLE_MODES:
         raise DataError(f"example mode must be one of {EXAMPLE_MODES}; got {mode!r}")
@@ -95,9 +110,21 @@ def next_item_examples(
             history[present, column] = train.values[source[present]]
         return NextItemExamples(users[seq_of_row], history, train.values[rows].astype(np.int64), rows)
     keep = np.flatnonzero(train.lengths >= 2)
-    inputs = Ragged.from_rows([train[i][:-1] for i in keep])
-    outputs = Ragged.from_rows([train[i][1:] for i in keep])
-    return NextItemExamples(users[keep], left_pad(inputs, max_history), left_pad(outputs, max_history), None)
+    if mode == "user":
+        inputs = Ragged.from_rows([train[i][:-1] for i in keep])
+        outputs = Ragged.from_rows([train[i][1:] for i in keep])
+        return NextItemExamples(users[keep], left_pad(inputs, max_history), left_pad(outputs, max_history), None)
+    owners, inputs, outputs = [], [], []
+    for i in keep:
+        sequence = train[i]
+        for end in range(len(sequence) - 1, 0, -max_history):  # transitions [start, end) of s[:-1] -> s[1:]
+            start = max(0, end - max_history)
+            owners.append(i)
+            inputs.append(sequence[start:end])
+            outputs.append(sequence[start + 1:end + 1])
+    owners = np.asarray(owners, dtype=np.int64)
+    return NextItemExamples(users[owners], left_pad(Ragged.from_rows(inputs), max_history),
+                            left_pad(Ragged.from_rows(outputs), max_history), None)
 
 
 def query_features(user: np.ndarray, history: Ragged, max_history: int) -> dict[str, np.ndarray]:

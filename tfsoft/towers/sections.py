@@ -72,12 +72,15 @@ class QueryTowerSection(Component):
     Attributes:
         inputs: features the tower reads, a subset of (``user``, ``history``).
         sequence_outputs: the tower can emit a query per position (``output="sequence"``).
-        builds_candidates: the tower builds the candidate tower itself (graph models).
+        builds_candidates: the tower builds the candidate tower itself (graph models, baselines).
+        trainable: False for baselines computed from training statistics: ``tfsoft train``
+            skips ``fit`` and evaluates them as they are.
     """
 
     inputs: ClassVar[tuple[str, ...]] = ("history",)
     sequence_outputs: ClassVar[bool] = False
     builds_candidates: ClassVar[bool] = False
+    trainable: ClassVar[bool] = True
 
     def query_inputs(self) -> tuple[str, ...]:
         """The features this configured tower reads (may depend on its keys)."""
@@ -251,3 +254,63 @@ class LightGCNSection(QueryTowerSection):
                                   users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
                                   l2=context.l2, name="lightgcn")
         return LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
+
+
+# ------------------------------------------------------------- baselines (no training)
+class _BaselineSection(QueryTowerSection):
+    """A baseline scored from training statistics (:mod:`tfsoft.towers.baselines`): no ``fit``."""
+
+    builds_candidates: ClassVar[bool] = True
+    trainable: ClassVar[bool] = False
+
+    def table(self, context: TowerContext):
+        """The [V, V] item -> item score table, or None."""
+        return None
+
+    def build_towers(self, context, candidate):
+        from tfsoft.towers.baselines import OneHotCandidateTower, ScoreTableTower, item_popularity
+
+        if not isinstance(candidate, IdCandidateSection):
+            raise ConfigError(f"model.query_tower '{self.name}' scores the catalog item by item; "
+                              f"model.candidate_tower must be 'id', got '{candidate.name}'")
+        train = context.prepared.split.train
+        query = ScoreTableTower(item_popularity(train, context.num_items), self.table(context),
+                                history_items=getattr(self, "history_items", 1), decay=getattr(self, "decay", 1.0),
+                                name="query_tower")
+        return query, OneHotCandidateTower(context.num_items, name="candidate_tower")
+
+
+@QUERY_TOWERS.register
+class PopularitySection(_BaselineSection):
+    """``popularity``: every user gets the most popular training items."""
+
+    name: Literal["popularity"] = "popularity"
+
+
+@QUERY_TOWERS.register
+class ItemTransitionSection(_BaselineSection):
+    """``item_transition``: first-order transitions from the last few items, recency-weighted."""
+
+    name: Literal["item_transition"] = "item_transition"
+    history_items: int = Field(3, ge=1, le=1000, description="most recent history items whose successors count")
+    decay: float = Field(0.5, gt=0, le=1, description="weight of each step back (1 = all equal)")
+
+    def table(self, context):
+        from tfsoft.towers.baselines import transition_probabilities
+
+        return transition_probabilities(context.prepared.split.train, context.num_items)
+
+
+@QUERY_TOWERS.register
+class ItemKNNSection(_BaselineSection):
+    """``item_knn``: item-item cosine over co-occurrence in training sequences."""
+
+    name: Literal["item_knn"] = "item_knn"
+    history_items: int = Field(3, ge=1, le=1000, description="most recent history items whose neighbours count")
+    decay: float = Field(0.5, gt=0, le=1, description="weight of each step back (1 = all equal)")
+    neighbors: Optional[int] = Field(100, ge=1, description="similar items kept per item (None: all)")
+
+    def table(self, context):
+        from tfsoft.towers.baselines import item_cosine
+
+        return item_cosine(context.prepared.split.train, context.num_items, self.neighbors)
