@@ -100,7 +100,8 @@ def test_each_key_reaches_its_component():
 def test_towers_declare_their_inputs():
     inputs = {name: QUERY_TOWERS.parse(name).query_inputs() for name in QUERY_TOWERS.names()}
     assert inputs == {"history_pooling": ("history",), "id": ("user",), "features": ("user",), "gru": ("history",),
-                      "sasrec": ("history",), "lightgcn": ("user",)}
+                      "sasrec": ("history",), "lightgcn": ("user",), "popularity": ("history",),
+                      "item_transition": ("history",), "item_knn": ("history",)}
     assert QUERY_TOWERS.parse({"name": "history_pooling", "use_user_embedding": True}).query_inputs() == \
         ("user", "history")
     from tfsoft.export.exporter import query_inputs
