@@ -130,9 +130,14 @@ def run_one(payload: dict, dataset: str, seed: int, epochs: int, patience: int, 
     if key not in prepared_cache:
         prepared_cache.clear()
         prepared_cache[key] = prepare_data(config.data)
+    from tfsoft.backend import keras
+
     timer = EpochTimer()
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+        f"  epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} val ndcg@10 {logs.get('val_ndcg@10', 0):.4f} "
+        f"({timer.wall[-1] if timer.wall else 0:.0f}s)", flush=True))
     started = time.perf_counter()
-    result = train(config, prepared=prepared_cache[key], callbacks=[timer])
+    result = train(config, prepared=prepared_cache[key], callbacks=[timer, progress])
     metrics = evaluate_splits(result.model, config, result.prepared)
     keep = lambda split: {k: v for k, v in metrics[split].items() if "@" in k and k != "long_tail_recall"}
     return {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": len(result.history.get("loss", [])),
