@@ -8,7 +8,7 @@ import pytest
 from tfsoft import losses
 from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
-from tfsoft.model import TwoTowerModel
+from tfsoft.model import TwoTowerModel, example_rows
 from tfsoft.towers import HistoryPoolingTower, IdTower
 
 from tests.losses import reference as ref
@@ -53,7 +53,9 @@ def test_per_position_targets_flatten_to_the_non_padding_positions_and_match_num
     encoded = model.encode({k: tf.constant(v) for k, v in data.items()})
     keep = data["target"] > 0
     np.testing.assert_array_equal(encoded.target.numpy(), data["target"][keep])
-    np.testing.assert_array_equal(encoded.rows.numpy(), np.repeat(np.arange(B), L).reshape(B, L)[keep])
+    np.testing.assert_array_equal(example_rows(tf.constant(data["target"])).numpy(),
+                                  np.repeat(np.arange(B), L).reshape(B, L)[keep])
+    np.testing.assert_array_equal(example_rows(tf.constant(data["target"][:, -1])).numpy(), np.arange(B))
     table = model.candidate_tower.embedding.embeddings.numpy().astype(np.float64)
     unit = table / np.linalg.norm(table, axis=1, keepdims=True)
     query, positive, targets = unit[data["history"][keep]], unit[data["target"][keep]], data["target"][keep]

@@ -13,7 +13,7 @@ The step, in parts a subclass can reuse (e.g. a bilevel step with two optimizers
 
 1. :meth:`TwoTowerModel.encode` — towers on the batch, per-position queries flattened to the
    N non-padding positions: prepared ``query`` [N, d], ``positive`` [N, d], ``target`` [N],
-   ``weight`` [N], ``rows`` [N]. Writes no state.
+   ``weight`` [N] (:func:`example_rows` maps them back to batch rows). Writes no state.
 2. :meth:`TwoTowerModel.compute_loss_value` — the objective's per-example loss through a
    :class:`TrainingStepContext` (candidate embeddings, the catalog, negatives shared across
    replicas, item frequencies, the batch's features), then ``Σ w_i ℓ_i / N_global`` plus
@@ -56,15 +56,23 @@ class Encoded:
         positive: [N, d] the positives' candidate embeddings, prepared likewise.
         target: [N] int64 positive item indices.
         weight: [N] sample weights, or None.
-        rows: [N] int32 batch row of each example (per-position training flattens [B, L] into
-            N = the non-padding positions).
     """
 
     query: tf.Tensor
     positive: tf.Tensor
     target: tf.Tensor
     weight: tf.Tensor | None
-    rows: tf.Tensor
+
+
+def example_rows(target) -> tf.Tensor:
+    """[N] int32: the batch row of each example :meth:`TwoTowerModel.encode` keeps — ``range(B)``
+    for targets [B]; for per-position targets [B, L] the row of each non-padding position."""
+    target = tf.convert_to_tensor(target)
+    rows = tf.range(tf.shape(target)[0])
+    if target.shape.rank != 2:
+        return rows
+    keep = tf.reshape(tf.not_equal(target, 0), [-1])
+    return tf.boolean_mask(tf.repeat(rows, tf.shape(target)[1]), keep)
 
 
 class TrainingStepContext:
@@ -88,7 +96,7 @@ class TrainingStepContext:
         return tf.range(self._model.num_items) > 0
 
     def example_rows(self):
-        return self._encoded.rows
+        return example_rows(self.features["target"])
 
     def gather(self, tensor):
         return distribute.all_gather(tensor)
@@ -218,16 +226,14 @@ class TwoTowerModel(keras.Model):
         target = tf.cast(features["target"], tf.int64)
         query = self.query_tower(features, training=training)
         weight = features.get("weight")
-        rows = tf.range(tf.shape(target)[0])
         if target.shape.rank == 2:  # one query per position: flatten, drop padding
             keep = tf.reshape(tf.not_equal(target, 0), [-1])
             query = tf.boolean_mask(tf.reshape(query, [-1, tf.shape(query)[-1]]), keep)
             if weight is not None:
                 weight = tf.boolean_mask(tf.reshape(weight, [-1]), keep)
-            rows = tf.boolean_mask(tf.reshape(tf.repeat(rows, tf.shape(target)[1]), [-1]), keep)
             target = tf.boolean_mask(tf.reshape(target, [-1]), keep)
         positive = prepare_embeddings(self.candidate_tower(target, training=training), self.similarity)
-        return Encoded(prepare_embeddings(query, self.similarity), positive, target, weight, rows)
+        return Encoded(prepare_embeddings(query, self.similarity), positive, target, weight)
 
     def compute_loss_value(self, features, training: bool):
         """(this replica's share of the global mean loss + regularisation, the encoded batch).
