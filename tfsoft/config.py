@@ -53,12 +53,12 @@ class DataConfig(_Section):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
-    max_history: int = Field(20, ge=1, le=1000)
+    max_history: Optional[int] = Field(None, ge=1, le=1000, description="history items a query reads (default: the query tower's recipe)")
     min_user_interactions: int = Field(0, ge=0)
     min_item_interactions: int = Field(0, ge=0)
-    example_mode: Literal["position", "user", "window"] = Field(
-        "position", description="position: one example per interaction; user: each sequence's last max_history "
-                                "positions at once; window: every sequence cut into windows of max_history, "
+    example_mode: Optional[Literal["position", "user", "window"]] = Field(
+        None, description="default: the query tower's recipe; position: one example per interaction; user: each "
+                          "sequence's last max_history positions at once; window: every sequence cut into windows of max_history, "
                                 "every position a target")
     user_features: Optional[FeatureFileConfig] = None
     item_features: Optional[FeatureFileConfig] = None
@@ -114,7 +114,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: Optional[float] = Field(None, gt=0, description="default: the query tower's recipe")
     optimizer: Literal["adam", "lazy_adam", "adagrad", "sgd"] = Field(
         "adam", description="adam: fused ResourceApplyAdam kernel (tf_keras legacy Adam), same update as keras.optimizers.Adam; "
                             "lazy_adam: updates only the embedding rows of the batch (large catalogs, tfsoft.optimizers.LazyAdam)")
@@ -174,6 +174,15 @@ class Config(_Section):
     @classmethod
     def _loss(cls, value):
         return LOSSES.parse(value, "loss", default="in_batch")
+
+    @model_validator(mode="after")
+    def _tower_recipe(self):
+        """Keys left unset take the query tower's recipe (:attr:`QueryTowerSection.recipe`)."""
+        recipe = self.model.query_tower.recipe
+        for section, key in (("data", "max_history"), ("data", "example_mode"), ("train", "learning_rate")):
+            if getattr(getattr(self, section), key) is None:
+                setattr(getattr(self, section), key, recipe[key])
+        return self
 
     @model_validator(mode="after")
     def _per_position_queries(self):

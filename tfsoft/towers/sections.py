@@ -75,12 +75,16 @@ class QueryTowerSection(Component):
         builds_candidates: the tower builds the candidate tower itself (graph models, baselines).
         trainable: False for baselines computed from training statistics: ``tfsoft train``
             skips ``fit`` and evaluates them as they are.
+        recipe: what ``data.max_history``, ``data.example_mode`` and ``train.learning_rate``
+            are when a config leaves them unset: the settings this tower was measured with
+            (``bench/bench_recipes.py``).
     """
 
     inputs: ClassVar[tuple[str, ...]] = ("history",)
     sequence_outputs: ClassVar[bool] = False
     builds_candidates: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
+    recipe: ClassVar[dict] = {"max_history": 20, "example_mode": "position", "learning_rate": 1e-3}
 
     def query_inputs(self) -> tuple[str, ...]:
         """The features this configured tower reads (may depend on its keys)."""
