@@ -52,7 +52,8 @@ REFERENCES = {
 
 
 def variant(tower: str, loss: str = "full_softmax", mode: str = "window", history: int = 20, lr: float = 1e-3,
-            dropout: float | None = None, temperature: float | None = None, batch: int = 128) -> dict:
+            dropout: float | None = None, temperature: float | None = None, batch: int = 128,
+            similarity: str = "cosine") -> dict:
     """A payload (minus data and seed) for a neural variant."""
     query = {"name": tower}
     if dropout is not None:
@@ -60,16 +61,18 @@ def variant(tower: str, loss: str = "full_softmax", mode: str = "window", histor
     loss_section = dict(LOSSES[loss])
     if temperature is not None:
         loss_section["temperature"] = temperature
-    return {"data": {"max_history": history, "example_mode": mode}, "model": {"query_tower": query},
+    return {"data": {"max_history": history, "example_mode": mode},
+            "model": {"query_tower": query, "similarity": similarity},
             "loss": loss_section, "train": {"learning_rate": lr, "batch_size": batch}}
 
 
 def variant_name(tower, loss="full_softmax", mode="window", history=20, lr=1e-3, dropout=None, temperature=None,
-                 batch=128) -> str:
+                 batch=128, similarity="cosine") -> str:
     parts = [tower, loss, mode, f"h{history}", f"lr{lr:g}"]
     parts += [f"dropout{dropout:g}"] if dropout is not None else []
     parts += [f"t{temperature:g}"] if temperature is not None else []
     parts += [f"b{batch}"] if batch != 128 else []
+    parts += [f"s{similarity}"] if similarity != "cosine" else []
     return "/".join(parts)
 
 
@@ -89,6 +92,8 @@ def grid(stage: str) -> dict[str, dict]:
         specs = [dict(tower=t, temperature=x) for t in ("sasrec", "gru") for x in (0.05, 0.2, 1.0)]
     elif stage == "dropout":
         specs = [dict(tower="sasrec", dropout=d) for d in (0.1, 0.5)] + [dict(tower="gru", dropout=d) for d in (0.2, 0.3)]
+    elif stage == "similarity":  # full cross-entropy on raw inner products (the SASRec papers' setting)
+        specs = [dict(tower=t, similarity="dot", temperature=1.0) for t in ("sasrec", "gru")]
     elif stage == "lr":
         specs = [dict(tower=t, lr=x) for t in ("sasrec", "gru") for x in (3e-3, 3e-4)]
     else:
@@ -109,6 +114,8 @@ def parse_name(name: str) -> dict:
             spec["temperature"] = float(part[1:])
         elif part.startswith("b"):
             spec["batch"] = int(part[1:])
+        elif part.startswith("s"):
+            spec["similarity"] = part[1:]
     return variant(**spec)
 
 
@@ -159,7 +166,8 @@ def summarise(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["lastfm_small", "ml-1m"], choices=list(DATA))
-    parser.add_argument("--stage", default=None, help="baselines, losses, modes, history, temperature, dropout, lr")
+    parser.add_argument("--stage", default=None,
+                        help="baselines, losses, modes, history, temperature, dropout, lr, similarity")
     parser.add_argument("--variants", nargs="*", default=None, help="variant names (see variant_name)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=40)
