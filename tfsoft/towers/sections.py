@@ -5,8 +5,10 @@ Query towers are registered in :data:`QUERY_TOWERS`, candidate towers in
 :data:`CANDIDATE_TOWERS`. A section reads only its own keys (anything else is an error naming
 the tower and its keys), declares the features it reads (:attr:`QueryTowerSection.inputs`:
 ``user`` and/or ``history``; export, evaluation and the batch job ask the tower instead of
-keeping lists) and whether it emits a query per position (:attr:`sequence_outputs`, needed by
-``data.example_mode: user``). TensorFlow is imported only when a tower is built.
+keeping lists), whether it emits a query per position (:attr:`sequence_outputs`, needed by
+``data.example_mode: user|window``) and its recipe (the history length, example mode and
+learning rate a config gets when it leaves them unset). TensorFlow is imported only when a
+tower is built.
 
 Adding a tower: its layer (``tfsoft/towers/<name>.py``), a section here with
 ``@QUERY_TOWERS.register`` (or ``@CANDIDATE_TOWERS.register``), and its tests.
@@ -39,7 +41,7 @@ class TowerContext:
         num_items, num_users: table rows (index 0 = OOV/padding on both sides).
         dim: ``model.embedding_dim``; l2: ``model.l2``.
         max_history: ``data.max_history``.
-        output: ``last`` ([B, d]) or ``sequence`` ([B, L, d], ``data.example_mode: user``).
+        output: ``last`` ([B, d]) or ``sequence`` ([B, L, d], ``data.example_mode: user|window``).
         tie_item_embeddings: share the candidate tower's item table with the query tower.
         prepared: the :class:`tfsoft.data.PreparedData` (graph edges, side features).
     """
