@@ -163,6 +163,26 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def table(out: Path) -> str:
+    """The results as a Markdown table per dataset, best validation NDCG@10 first."""
+    lines = []
+    for dataset, variants in load(out).get("results", {}).items():
+        lines += [f"**{dataset}**", "", "| variant | seeds | val NDCG@10 | test Recall@10 | test NDCG@10 | s/epoch |",
+                  "|---|---|---|---|---|---|"]
+        ranked = sorted(variants.items(), key=lambda item: -item[1]["summary"]["validation_ndcg@10"]["mean"])
+        for name, entry in ranked:
+            summary, seeds = entry["summary"], len(entry["runs"])
+
+            def cell(key, scale=100.0):
+                value = summary[key]
+                return f"{scale * value['mean']:.2f}" + (f" ± {scale * value['std']:.2f}" if seeds > 1 else "")
+
+            lines.append(f"| {name} | {seeds} | {cell('validation_ndcg@10')} | {cell('test_recall@10')} | "
+                         f"{cell('test_ndcg@10')} | {summary['seconds_per_epoch']['mean']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["lastfm_small", "ml-1m"], choices=list(DATA))
@@ -173,7 +193,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--out", default=OUT)
+    parser.add_argument("--table", action="store_true", help="print the results as Markdown tables and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(Path(args.out)))
+        return
     variants = grid(args.stage) if args.stage else {}
     variants.update({name: parse_name(name) for name in args.variants or ()})
     if not variants:
