@@ -19,8 +19,6 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from tfsoft.config import Config, load_config
 from tfsoft.data.vocabulary import Vocabulary
 from tfsoft.runs import RunPaths, check_vocabularies, require_run
@@ -88,13 +86,10 @@ def open_run(run_dir: str | Path, checkpoint: str | None = "best") -> LoadedRun:
 def load_run_model(config: Config, prepared, checkpoint: str | Path):
     """Rebuild the model of a run from its config and data, and load a checkpoint's weights."""
     from tfsoft.callbacks import without_get_config_warning
-    from tfsoft.data import Ragged, query_features
-    from tfsoft.training import build_model
+    from tfsoft.training import build_model, create_variables
 
     model = build_model(config, prepared)
-    # HDF5 weights load into a built model: create every variable by calling both towers.
-    model(query_features(np.zeros(1, dtype=np.int64), Ragged.from_rows([[]]), config.data.max_history))
-    model.candidate_embeddings()
+    create_variables(model, config)
     with without_get_config_warning():
         model.load_weights(str(checkpoint))
     return model

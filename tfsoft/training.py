@@ -66,6 +66,13 @@ def tower_context(config: Config, prepared: PreparedData) -> TowerContext:
                         tie_item_embeddings=config.model.tie_item_embeddings, prepared=prepared)
 
 
+def create_variables(model: TwoTowerModel, config: Config) -> None:
+    """Create every variable of a built model by calling both towers once (HDF5 weights load
+    into, and baselines are evaluated as, a model whose variables exist)."""
+    model(query_features(np.zeros(1, np.int64), Ragged.from_rows([[]]), config.data.max_history))
+    model.candidate_embeddings()
+
+
 def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     """Towers + objective -> :class:`TwoTowerModel` (call inside the strategy's scope).
 
@@ -145,8 +152,7 @@ def train(config: Config, *, prepared: PreparedData | None = None, callbacks=(),
     if not config.model.query_tower.trainable:  # a baseline computed from training statistics
         with strategy.scope():
             model = build_model(config, prepared)
-        model(query_features(np.zeros(1, np.int64), Ragged.from_rows([[]]), config.data.max_history))
-        model.candidate_embeddings()
+        create_variables(model, config)
         return TrainResult(model=model, prepared=prepared, history={}, best_epoch=0, train_seconds=0.0,
                            examples=0, strategy=strategy)
     features = training_examples(config, prepared)
