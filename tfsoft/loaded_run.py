@@ -66,10 +66,6 @@ class LoadedRun:
     def max_history(self) -> int:
         return self.config.data.max_history
 
-    def query_inputs(self) -> tuple[str, ...]:
-        """The features the query tower reads (``user`` and/or ``history``)."""
-        return self.config.model.query_tower.query_inputs()
-
 
 def open_run(run_dir: str | Path, checkpoint: str | None = "best") -> LoadedRun:
     """Open a run directory for reading (module docstring); ``checkpoint=None`` for readers

@@ -71,10 +71,6 @@ class StepContext(Protocol):
         """[batch, num] ids from sampler ``key``, drawn for this replica's examples."""
 
 
-#: the name of the context before it carried the batch's features
-CandidateSource = StepContext
-
-
 def _check_positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a positive number; got {value!r}")
