@@ -29,7 +29,8 @@ VARIANTS = {
     "full_softmax": ({"name": "full_softmax", "temperature": 0.1}, {"similarity": "cosine"}),
     "sampled_softmax_logq": ({"name": "sampled_softmax", "temperature": 0.1, "log_q_correction": True,
                               "num_negatives": 256, "proposal": "unigram", "beta": 1.0}, {"similarity": "cosine"}),
-    "in_batch_ssm": ({"name": "in_batch", "temperature": 0.1}, {"similarity": "cosine"}),
+    "in_batch_ssm": ({"name": "in_batch", "temperature": 0.1, "log_q_correction": False, "mixed_negatives": 0},
+                     {"similarity": "cosine"}),
     "bpr": ({"name": "bpr", "num_negatives": 1}, {"similarity": "dot"}),
     "bce": ({"name": "bce", "num_negatives": 4}, {"similarity": "dot"}),
 }

@@ -53,26 +53,32 @@ REFERENCES = {
 
 def variant(tower: str, loss: str = "full_softmax", mode: str = "window", history: int = 20, lr: float = 1e-3,
             dropout: float | None = None, temperature: float | None = None, batch: int = 128,
-            similarity: str = "cosine") -> dict:
+            similarity: str = "cosine", tie: bool = False, layers: int | None = None, dim: int = 64) -> dict:
     """A payload (minus data and seed) for a neural variant."""
     query = {"name": tower}
     if dropout is not None:
         query["dropout"] = dropout
+    if layers is not None:
+        query["num_blocks" if tower == "sasrec" else "num_layers"] = layers
     loss_section = dict(LOSSES[loss])
     if temperature is not None:
         loss_section["temperature"] = temperature
     return {"data": {"max_history": history, "example_mode": mode},
-            "model": {"query_tower": query, "similarity": similarity},
+            "model": {"query_tower": query, "similarity": similarity, "tie_item_embeddings": tie,
+                      "embedding_dim": dim},
             "loss": loss_section, "train": {"learning_rate": lr, "batch_size": batch}}
 
 
 def variant_name(tower, loss="full_softmax", mode="window", history=20, lr=1e-3, dropout=None, temperature=None,
-                 batch=128, similarity="cosine") -> str:
+                 batch=128, similarity="cosine", tie=False, layers=None, dim=64) -> str:
     parts = [tower, loss, mode, f"h{history}", f"lr{lr:g}"]
     parts += [f"dropout{dropout:g}"] if dropout is not None else []
     parts += [f"t{temperature:g}"] if temperature is not None else []
     parts += [f"b{batch}"] if batch != 128 else []
     parts += [f"s{similarity}"] if similarity != "cosine" else []
+    parts += ["tie"] if tie else []
+    parts += [f"layers{layers}"] if layers is not None else []
+    parts += [f"d{dim}"] if dim != 64 else []
     return "/".join(parts)
 
 
@@ -101,14 +107,31 @@ def grid(stage: str) -> dict[str, dict]:
     return {variant_name(**spec): variant(**spec) for spec in specs}
 
 
+def defaults(tower: str, loss: str | None = None) -> dict:
+    """The acceptance payload: only the tower (and optionally ``loss.name``) set, every other key
+    from the defaults and the tower's recipe. Named ``defaults/<tower>[/<loss>]``."""
+    payload = {"model": {"query_tower": tower}}
+    if loss is not None:
+        payload["loss"] = {"name": loss}
+    return payload
+
+
 def parse_name(name: str) -> dict:
-    """The payload of a variant name written by :func:`variant_name` (for --variants)."""
+    """The payload of a variant name written by :func:`variant_name` or ``defaults/<tower>[/<loss>]``."""
     if name in ("popularity", "item_transition", "item_knn"):
         return grid("baselines")[name]
+    if name.startswith("defaults/"):
+        return defaults(*name.split("/")[1:])
     tower, loss, mode, history, lr, *rest = name.split("/")
     spec = dict(tower=tower, loss=loss, mode=mode, history=int(history[1:]), lr=float(lr[2:]))
     for part in rest:
-        if part.startswith("dropout"):
+        if part == "tie":
+            spec["tie"] = True
+        elif part.startswith("layers"):
+            spec["layers"] = int(part[6:])
+        elif part.startswith("d") and part[1:].isdigit():
+            spec["dim"] = int(part[1:])
+        elif part.startswith("dropout"):
             spec["dropout"] = float(part[7:])
         elif part.startswith("t"):
             spec["temperature"] = float(part[1:])
@@ -129,7 +152,7 @@ def run_one(payload: dict, dataset: str, seed: int, epochs: int, patience: int, 
     from tfsoft.validation import evaluate_splits
 
     full = {"data": {**DATA[dataset], **payload.get("data", {})}, "model": payload.get("model", {}),
-            "loss": payload.get("loss", {"name": "in_batch"}),
+            **({"loss": payload["loss"]} if "loss" in payload else {}),
             "train": {"epochs": epochs, "early_stopping_patience": patience, **payload.get("train", {}),
                       "seed": seed}}
     config = parse_config(full)

@@ -207,22 +207,25 @@ def test_window_mode_needs_per_position_outputs_and_builds_sequence_towers():
     assert build_model(config, prepare_data(config.data)).query_tower.output_mode == "sequence"
 
 
-def test_unset_history_mode_and_learning_rate_take_the_query_towers_recipe():
+def test_unset_recipe_keys_take_the_query_towers_recipe():
     class Recipe(LastItemsSection):
         name: Literal["test_recipe"] = "test_recipe"
-        recipe: ClassVar[dict] = {"max_history": 7, "example_mode": "position", "learning_rate": 0.02}
+        recipe: ClassVar[dict] = {"max_history": 7, "example_mode": "position", "learning_rate": 0.02,
+                                  "batch_size": 96}
 
     QUERY_TOWERS.register(Recipe)
     try:
         config = parse_config({"model": {"query_tower": "test_recipe"}})
-        assert (config.data.max_history, config.data.example_mode, config.train.learning_rate) == (7, "position", 0.02)
+        assert (config.data.max_history, config.data.example_mode, config.train.learning_rate,
+                config.train.batch_size) == (7, "position", 0.02, 96)
         explicit = parse_config({"model": {"query_tower": "test_recipe"}, "data": {"max_history": 30},
-                                 "train": {"learning_rate": 0.001}})
-        assert (explicit.data.max_history, explicit.train.learning_rate) == (30, 0.001)  # what a config sets wins
+                                 "train": {"learning_rate": 0.001, "batch_size": 512}})
+        # what a config sets wins
+        assert (explicit.data.max_history, explicit.train.learning_rate, explicit.train.batch_size) == (30, 0.001, 512)
         from tfsoft.config import config_to_yaml
 
         assert "max_history: 7" in config_to_yaml(config)  # the run records the resolved value
     finally:
         QUERY_TOWERS.unregister("test_recipe")
     for name in QUERY_TOWERS.names():  # every registered tower has a complete recipe
-        assert set(QUERY_TOWERS.get(name).recipe) == {"max_history", "example_mode", "learning_rate"}
+        assert set(QUERY_TOWERS.get(name).recipe) == {"max_history", "example_mode", "learning_rate", "batch_size"}

@@ -113,7 +113,7 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
+    batch_size: Optional[int] = Field(None, ge=1, description="examples (windows, in window/user mode) per step; default: the query tower's recipe")
     learning_rate: Optional[float] = Field(None, gt=0, description="default: the query tower's recipe")
     optimizer: Literal["adam", "lazy_adam", "adagrad", "sgd"] = Field(
         "adam", description="adam: fused ResourceApplyAdam kernel (tf_keras legacy Adam), same update as keras.optimizers.Adam; "
@@ -161,6 +161,10 @@ class DistributeConfig(_Section):
     cpu_replicas: Optional[int] = Field(None, ge=1, le=64, description="mirrored: split the CPU into this many logical devices (tests and CPU-only machines)")
 
 
+#: the keys a query tower's recipe fills when a config leaves them unset
+RECIPE_KEYS = (("data", "max_history"), ("data", "example_mode"), ("train", "learning_rate"), ("train", "batch_size"))
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -179,7 +183,7 @@ class Config(_Section):
     def _tower_recipe(self):
         """Keys left unset take the query tower's recipe (:attr:`QueryTowerSection.recipe`)."""
         recipe = self.model.query_tower.recipe
-        for section, key in (("data", "max_history"), ("data", "example_mode"), ("train", "learning_rate")):
+        for section, key in RECIPE_KEYS:
             if getattr(getattr(self, section), key) is None:
                 setattr(getattr(self, section), key, recipe[key])
         return self
