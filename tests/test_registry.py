@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from tfsoft.config import apply_overrides, load_config, parse_config
+from tfsoft.config import RECIPE_KEYS, apply_overrides, load_config, parse_config
 from tfsoft.errors import ConfigError
 from tfsoft.losses.sections import LOSSES, LossSection
 from tfsoft.registry import Component, Registry
@@ -210,14 +210,14 @@ def test_window_mode_needs_per_position_outputs_and_builds_sequence_towers():
 def test_unset_recipe_keys_take_the_query_towers_recipe():
     class Recipe(LastItemsSection):
         name: Literal["test_recipe"] = "test_recipe"
-        recipe: ClassVar[dict] = {"max_history": 7, "example_mode": "position", "learning_rate": 0.02,
-                                  "batch_size": 96}
+        recipe: ClassVar[dict] = {"max_history": 7, "example_mode": "position", "embedding_dim": 24,
+                                  "learning_rate": 0.02, "batch_size": 96}
 
     QUERY_TOWERS.register(Recipe)
     try:
         config = parse_config({"model": {"query_tower": "test_recipe"}})
-        assert (config.data.max_history, config.data.example_mode, config.train.learning_rate,
-                config.train.batch_size) == (7, "position", 0.02, 96)
+        assert (config.data.max_history, config.data.example_mode, config.model.embedding_dim,
+                config.train.learning_rate, config.train.batch_size) == (7, "position", 24, 0.02, 96)
         explicit = parse_config({"model": {"query_tower": "test_recipe"}, "data": {"max_history": 30},
                                  "train": {"learning_rate": 0.001, "batch_size": 512}})
         # what a config sets wins
@@ -228,4 +228,32 @@ def test_unset_recipe_keys_take_the_query_towers_recipe():
     finally:
         QUERY_TOWERS.unregister("test_recipe")
     for name in QUERY_TOWERS.names():  # every registered tower has a complete recipe
-        assert set(QUERY_TOWERS.get(name).recipe) == {"max_history", "example_mode", "learning_rate", "batch_size"}
+        assert set(QUERY_TOWERS.get(name).recipe) == {key for _, key in RECIPE_KEYS}
+
+
+def test_sequential_towers_default_to_their_measured_recipes():
+    """The defaults bench/bench_recipes.py selected (README "Defaults that changed")."""
+    gru = parse_config({"model": {"query_tower": "gru"}})
+    assert (gru.model.query_tower.num_layers, gru.model.query_tower.dropout) == (1, 0.2)
+    assert (gru.data.example_mode, gru.data.max_history, gru.model.embedding_dim, gru.train.learning_rate,
+            gru.train.batch_size) == ("window", 50, 128, 3e-3, 128)
+    sasrec = parse_config({"model": {"query_tower": "sasrec"}})
+    tower = sasrec.model.query_tower
+    assert (tower.num_blocks, tower.num_heads, tower.dropout) == (2, 2, 0.1)
+    assert (sasrec.data.example_mode, sasrec.data.max_history, sasrec.model.embedding_dim,
+            sasrec.train.learning_rate, sasrec.train.batch_size) == ("window", 50, 128, 2e-3, 128)
+    # the default loss: in-batch softmax with logQ correction and 1,024 mixed uniform negatives
+    assert (sasrec.loss.name, sasrec.loss.temperature, sasrec.loss.log_q_correction, sasrec.loss.mixed_negatives,
+            sasrec.loss.mixed_proposal) == ("in_batch", 0.1, True, 1024, "uniform")
+    # towers without per-position outputs keep the previous global defaults
+    pooling = parse_config({})
+    assert (pooling.data.example_mode, pooling.data.max_history, pooling.model.embedding_dim,
+            pooling.train.learning_rate, pooling.train.batch_size) == ("position", 20, 64, 1e-3, 256)
+    # what a config sets wins, key by key
+    old = parse_config({"model": {"query_tower": {"name": "gru", "num_layers": 2, "dropout": 0.5}, "embedding_dim": 64},
+                        "data": {"example_mode": "position", "max_history": 20}, "train": {"learning_rate": 1e-3},
+                        "loss": {"name": "in_batch", "log_q_correction": False, "mixed_negatives": 0}})
+    assert (old.model.query_tower.num_layers, old.model.query_tower.dropout, old.model.embedding_dim) == (2, 0.5, 64)
+    assert (old.data.example_mode, old.data.max_history, old.train.learning_rate, old.train.batch_size) == \
+        ("position", 20, 1e-3, 128)
+    assert (old.loss.log_q_correction, old.loss.mixed_negatives) == (False, 0)

@@ -84,7 +84,7 @@ def _component(registry, default: str):
 class ModelConfig(_Section):
     query_tower: Any = _component(QUERY_TOWERS, "history_pooling")
     candidate_tower: Any = _component(CANDIDATE_TOWERS, "id")
-    embedding_dim: int = Field(64, ge=1, le=4096)
+    embedding_dim: Optional[int] = Field(None, ge=1, le=4096, description="d of both towers' outputs (default: the query tower's recipe)")
     similarity: Literal["dot", "cosine"] = "cosine"
     score_similarity: Optional[Literal["dot", "cosine"]] = None
     tie_item_embeddings: bool = Field(False, description="share the item table between history and candidate towers (off: items do not repeat in most logs, and a tied query sits next to its own history)")
@@ -162,7 +162,8 @@ class DistributeConfig(_Section):
 
 
 #: the keys a query tower's recipe fills when a config leaves them unset
-RECIPE_KEYS = (("data", "max_history"), ("data", "example_mode"), ("train", "learning_rate"), ("train", "batch_size"))
+RECIPE_KEYS = (("data", "max_history"), ("data", "example_mode"), ("model", "embedding_dim"),
+               ("train", "learning_rate"), ("train", "batch_size"))
 
 
 class Config(_Section):

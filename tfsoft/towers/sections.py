@@ -7,7 +7,7 @@ the tower and its keys), declares the features it reads (:attr:`QueryTowerSectio
 ``user`` and/or ``history``; export, evaluation and the batch job ask the tower instead of
 keeping lists), whether it emits a query per position (:attr:`sequence_outputs`, needed by
 ``data.example_mode: user|window``) and its recipe (the history length, example mode and
-learning rate and batch size a config gets when it leaves them unset). TensorFlow is imported only when a
+width, learning rate and batch size a config gets when it leaves them unset). TensorFlow is imported only when a
 tower is built.
 
 Adding a tower: its layer (``tfsoft/towers/<name>.py``), a section here with
@@ -77,8 +77,8 @@ class QueryTowerSection(Component):
         builds_candidates: the tower builds the candidate tower itself (graph models, baselines).
         trainable: False for baselines computed from training statistics: ``tfsoft train``
             skips ``fit`` and evaluates them as they are.
-        recipe: what ``data.max_history``, ``data.example_mode``, ``train.learning_rate`` and
-            ``train.batch_size`` are when a config leaves them unset: the settings this tower was measured with
+        recipe: what ``data.max_history``, ``data.example_mode``, ``model.embedding_dim``,
+            ``train.learning_rate`` and ``train.batch_size`` are when a config leaves them unset: the settings this tower was measured with
             (``bench/bench_recipes.py``).
     """
 
@@ -86,7 +86,8 @@ class QueryTowerSection(Component):
     sequence_outputs: ClassVar[bool] = False
     builds_candidates: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
-    recipe: ClassVar[dict] = {"max_history": 20, "example_mode": "position", "learning_rate": 1e-3, "batch_size": 256}
+    recipe: ClassVar[dict] = {"max_history": 20, "example_mode": "position", "embedding_dim": 64,
+                              "learning_rate": 1e-3, "batch_size": 256}
 
     def query_inputs(self) -> tuple[str, ...]:
         """The features this configured tower reads (may depend on its keys)."""
@@ -213,7 +214,8 @@ class GRUSection(QueryTowerSection):
 
     name: Literal["gru"] = "gru"
     sequence_outputs: ClassVar[bool] = True
-    recipe: ClassVar[dict] = {"max_history": 50, "example_mode": "window", "learning_rate": 3e-3, "batch_size": 128}
+    recipe: ClassVar[dict] = {"max_history": 50, "example_mode": "window", "embedding_dim": 128,
+                              "learning_rate": 3e-3, "batch_size": 128}
     num_layers: int = Field(1, ge=1, le=16, description="stacked GRUs (was 2)")
     dropout: float = Field(0.2, ge=0, lt=1, description="on the item embeddings and between GRU layers (was 0.5)")
     hidden_units: Optional[int] = Field(None, ge=1, description="GRU state size (default model.embedding_dim)")
@@ -238,7 +240,8 @@ class SASRecSection(QueryTowerSection):
 
     name: Literal["sasrec"] = "sasrec"
     sequence_outputs: ClassVar[bool] = True
-    recipe: ClassVar[dict] = {"max_history": 50, "example_mode": "window", "learning_rate": 1e-3, "batch_size": 128}
+    recipe: ClassVar[dict] = {"max_history": 50, "example_mode": "window", "embedding_dim": 128,
+                              "learning_rate": 2e-3, "batch_size": 128}
     num_blocks: int = Field(2, ge=1, le=16, description="self-attention blocks")
     num_heads: int = Field(2, ge=1, le=64, description="attention heads")
     dropout: float = Field(0.1, ge=0, lt=1, description="embedding, attention and feed-forward dropout (was 0.3)")
