@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tfsoft.errors import ConfigError
 from tfsoft.losses.sections import LOSSES
 from tfsoft.registry import ComponentError, Registry
+from tfsoft.teachers.sections import SOFT_TARGETS
 from tfsoft.towers.sections import CANDIDATE_TOWERS, QUERY_TOWERS
 
 
@@ -170,6 +171,8 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: Any = _component(LOSSES, "in_batch")
+    soft_target: Any = Field(None, description="a soft-target source (a name, or a mapping with 'name' and its keys); "
+                                               "None: the loss alone")
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     distribute: DistributeConfig = DistributeConfig()
@@ -179,6 +182,19 @@ class Config(_Section):
     @classmethod
     def _loss(cls, value):
         return LOSSES.parse(value, "loss", default="in_batch")
+
+    @field_validator("soft_target", mode="before")
+    @classmethod
+    def _soft_target(cls, value):
+        return None if value is None else SOFT_TARGETS.parse(value, "soft_target")
+
+    @model_validator(mode="after")
+    def _soft_target_needs_a_softmax(self):
+        if self.soft_target is not None and not self.loss.softmax:
+            softmax = [name for name in LOSSES.names() if LOSSES.get(name).softmax]
+            raise ValueError(f"soft_target '{self.soft_target.name}' reuses a softmax loss's candidates "
+                             f"({', '.join(softmax)}); got loss '{self.loss.name}'")
+        return self
 
     @model_validator(mode="after")
     def _tower_recipe(self):
@@ -210,7 +226,7 @@ class Config(_Section):
 
 #: fields that hold a registered component's section
 _COMPONENT_FIELDS = {(Config, "loss"): LOSSES, (ModelConfig, "query_tower"): QUERY_TOWERS,
-                     (ModelConfig, "candidate_tower"): CANDIDATE_TOWERS}
+                     (ModelConfig, "candidate_tower"): CANDIDATE_TOWERS, (Config, "soft_target"): SOFT_TARGETS}
 
 
 def monitor_mode(monitor: str) -> str:
@@ -312,6 +328,9 @@ def apply_overrides(payload: dict | None, overrides: Sequence[str]) -> dict:
             registry = _component_registry(model, part)
             if registry is not None:  # a component: its keys are those of the component named there
                 current = node.get(part)
+                if current is None and model.model_fields[part].default_factory is None:
+                    raise ConfigError(f"--set {override}: no {part} is set; choose one first with --set "
+                                      f"{part}=NAME ({', '.join(registry.names())})")
                 if not isinstance(current, dict):
                     current = {"name": current if isinstance(current, str) else
                                model.model_fields[part].default_factory().name}

@@ -111,6 +111,12 @@ class TrainingStepContext:
             return estimator.log_probability(ids, tf.shape(ids)[0])
         return tf.gather(self._model._log_item_probability, tf.cast(ids, tf.int64))
 
+    def item_count(self, ids):
+        counts = self._model._item_counts
+        if counts is None:
+            raise ConfigError("this objective needs the training item counts, and the model was built without them")
+        return tf.gather(counts, tf.cast(ids, tf.int64))
+
     def sampler(self, key):
         return self._model.samplers[key]
 
@@ -173,6 +179,7 @@ class TwoTowerModel(keras.Model):
         counts = item_counts if item_counts is not None else np.r_[0.0, np.ones(self.num_items - 1)]
         probability = np.maximum(counts, 1e-3) / max(counts.sum(), 1.0)
         self._log_item_probability = tf.constant(np.log(probability), dtype=tf.float32)
+        self._item_counts = None if item_counts is None else tf.constant(item_counts, dtype=tf.float32)
         self.seed = seed
         self.samplers = {
             key: NegativeSampler(make_proposal(spec.proposal, num_indices=self.num_items, item_counts=item_counts,

@@ -80,7 +80,10 @@ def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
     :mod:`tfsoft.losses.sections`): this function knows no tower or loss by name."""
     query, candidate = config.model.query_tower.build_towers(tower_context(config, prepared),
                                                              config.model.candidate_tower)
-    return TwoTowerModel(query, candidate, config.loss.build(), num_items=prepared.items.num_indices,
+    loss = config.loss.build()
+    if config.soft_target is not None:
+        loss = config.soft_target.wrap(loss)
+    return TwoTowerModel(query, candidate, loss, num_items=prepared.items.num_indices,
                          item_counts=prepared.item_counts, similarity=config.model.similarity,
                          score_similarity=config.model.score_similarity, seed=config.train.seed,
                          dense_gradients=config.train.dense_gradients)

@@ -25,7 +25,7 @@ from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses import logits as steps
 from tfsoft.losses.pairwise import bce_loss, bpr_loss
-from tfsoft.losses.softmax import full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss
+from tfsoft.losses.softmax import CandidateLogits, full_softmax_logits, in_batch_softmax_logits, sampled_softmax_logits
 
 
 class StepContext(Protocol):
@@ -60,6 +60,9 @@ class StepContext(Protocol):
 
     def log_item_probability(self, ids: tf.Tensor) -> tf.Tensor:
         """log p_j, the probability that one training positive is item j."""
+
+    def item_count(self, ids: tf.Tensor) -> tf.Tensor:
+        """Training-split count of each item id (float32, same shape as ``ids``)."""
 
     def sampler(self, key: str) -> "object":
         """The negative sampler an objective registered under ``key`` (:meth:`RetrievalLoss.samplers`)."""
@@ -106,7 +109,22 @@ class RetrievalLoss:
 
 
 @dataclass(frozen=True)
-class FullSoftmax(RetrievalLoss):
+class SoftmaxObjective(RetrievalLoss):
+    """A softmax over a candidate set: subclasses build :meth:`candidate_logits`; the loss is
+    their cross-entropy, and a soft-target term (:mod:`tfsoft.losses.soft_target_objective`)
+    reuses the same logits, corrections and masks."""
+
+    temperature: float = 1.0
+
+    def candidate_logits(self, query, positive, positive_ids, source: StepContext) -> CandidateLogits:
+        raise NotImplementedError
+
+    def per_example(self, query, positive, positive_ids, source):
+        return self.candidate_logits(query, positive, positive_ids, source).cross_entropy()
+
+
+@dataclass(frozen=True)
+class FullSoftmax(SoftmaxObjective):
     """Softmax over the whole catalog ("SM", SSM paper Eq. 2). Exact; small catalogs only."""
 
     temperature: float = 1.0
@@ -115,14 +133,14 @@ class FullSoftmax(RetrievalLoss):
     def __post_init__(self) -> None:
         _check_positive("temperature", self.temperature)
 
-    def per_example(self, query, positive, positive_ids, source):
-        return full_softmax_loss(
+    def candidate_logits(self, query, positive, positive_ids, source):
+        return full_softmax_logits(
             query, source.catalog(), positive_ids, temperature=self.temperature, valid_items=source.valid_items()
         )
 
 
 @dataclass(frozen=True)
-class SampledSoftmax(RetrievalLoss):
+class SampledSoftmax(SoftmaxObjective):
     """Sampled softmax with N negatives from a proposal Q and logQ correction.
 
     Attributes:
@@ -159,7 +177,7 @@ class SampledSoftmax(RetrievalLoss):
     def samplers(self):
         return {"negatives": SamplerSpec(self.proposal, self.beta)}
 
-    def per_example(self, query, positive, positive_ids, source):
+    def candidate_logits(self, query, positive, positive_ids, source):
         sampler = source.sampler("negatives")
         if self.shared_negatives:
             negative_ids = source.shared_negatives("negatives", self.num_negatives)
@@ -170,7 +188,7 @@ class SampledSoftmax(RetrievalLoss):
             positive_count = sampler.log_expected_count(positive_ids, self.num_negatives)
         if self.log_q:
             negative_count = sampler.log_expected_count(negative_ids, self.num_negatives)
-        return sampled_softmax_loss(
+        return sampled_softmax_logits(
             query, positive, positive_ids, source.embed(negative_ids), negative_ids,
             temperature=self.temperature,
             positive_log_expected_count=positive_count,
@@ -180,7 +198,7 @@ class SampledSoftmax(RetrievalLoss):
 
 
 @dataclass(frozen=True)
-class InBatchSoftmax(RetrievalLoss):
+class InBatchSoftmax(SoftmaxObjective):
     """In-batch sampled softmax, "SSM" (the SSM paper's default: cosine + τ, batch positives
     as negatives), optionally with logQ correction and mixed negatives.
 
@@ -217,7 +235,7 @@ class InBatchSoftmax(RetrievalLoss):
     def samplers(self):
         return {"mixed": SamplerSpec(self.mixed_proposal, self.mixed_beta)} if self.num_uniform_negatives else {}
 
-    def per_example(self, query, positive, positive_ids, source):
+    def candidate_logits(self, query, positive, positive_ids, source):
         gather = source.gather if self.cross_replica else (lambda tensor: tensor)
         candidates = gather(positive)
         candidate_ids = gather(positive_ids)
@@ -237,7 +255,7 @@ class InBatchSoftmax(RetrievalLoss):
                 in_batch = tf.math.log(batch) + source.log_item_probability(candidate_ids)
                 sampled = sampler.log_expected_count(candidate_ids, self.num_uniform_negatives)
                 log_count = tf.reduce_logsumexp(tf.stack([in_batch, sampled]), axis=0)
-        return in_batch_softmax_loss(
+        return in_batch_softmax_logits(
             query, candidates, candidate_ids,
             positive_offset=offset,
             temperature=self.temperature,

@@ -33,6 +33,8 @@ class LossSection(Component):
 
     #: keys that moved or were renamed: old key -> hint shown in the error
     moved_keys: ClassVar[dict[str, str]] = {}
+    #: a softmax over a candidate set, which a ``soft_target`` term can reuse
+    softmax: ClassVar[bool] = False
 
     def build(self):
         """The objective (a :class:`tfsoft.losses.objectives.RetrievalLoss`)."""
@@ -42,6 +44,8 @@ class LossSection(Component):
 @LOSSES.register
 class FullSoftmaxSection(LossSection):
     """``full_softmax``: softmax over the whole catalog (SSM paper Eq. 2)."""
+
+    softmax: ClassVar[bool] = True
 
     name: Literal["full_softmax"] = "full_softmax"
     temperature: float = Field(0.1, gt=0, description="τ")
@@ -55,6 +59,8 @@ class FullSoftmaxSection(LossSection):
 @LOSSES.register
 class SampledSoftmaxSection(LossSection):
     """``sampled_softmax``: N negatives from a proposal Q with logQ correction (SSM §4.4.2)."""
+
+    softmax: ClassVar[bool] = True
 
     name: Literal["sampled_softmax"] = "sampled_softmax"
     temperature: float = Field(0.1, gt=0, description="τ")
@@ -81,6 +87,8 @@ class InBatchSection(LossSection):
     """``in_batch``: in-batch sampled softmax ("SSM") with logQ correction and 1,024 mixed uniform
     negatives by default (the generalising setting of ``bench/bench_recipes.py``: on lastfm_small
     plain SSM loses about 1.3 points of validation NDCG@10 with SASRec and 3.5 with GRU4Rec)."""
+
+    softmax: ClassVar[bool] = True
 
     name: Literal["in_batch"] = "in_batch"
     temperature: float = Field(0.1, gt=0, description="τ (0.1-0.2 with cosine, SSM §3.1.2)")

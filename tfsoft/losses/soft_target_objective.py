@@ -1,0 +1,86 @@
+"""A softmax objective plus a soft-target term over the same candidates (SoftRec, CSRec).
+
+Per example with context c, target y and the base objective's candidate set C (the whole
+catalog for ``full_softmax``; {y} ∪ S for ``sampled_softmax``; the batch's positives ∪ mixed
+negatives for ``in_batch``), the student's logits z are **exactly** the base objective's
+(temperature, logQ correction, masks), p_C = softmax(z). A target source gives softened
+logits t over C; the target is the self-normalised restriction of softmax(t) to C with the
+same per-candidate correction as the student (:func:`tfsoft.losses.soft_targets.restricted_target`),
+masked where the student is masked, optionally mixed with onehot(y) (SoftRec's ½(d + onehot)).
+
+    loss = (1 − α)·CE(onehot_y, p_C) + α·H(d_C, p_C)        (SoftRec Eq. 4–5)
+
+H(d, p) = KL(d ‖ p) + H(d): the gradient of KL(target ‖ model), the direction SoftRec, CSRec
+and DeSoRec compute. With ``student_temperature`` T the soft term uses s/T and is scaled by
+(T/τ)² (Hinton et al. 2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tfsoft.backend import tf
+from tfsoft.errors import ConfigError
+from tfsoft.losses.objectives import RetrievalLoss, SoftmaxObjective, StepContext
+from tfsoft.losses.soft_targets import mix_with_onehot, restricted_target, soft_target_loss
+
+
+class TargetSource(Protocol):
+    """Where a soft target comes from (``tfsoft/teachers/``).
+
+    Attributes:
+        onehot_weight: weight of onehot(y) mixed into the restricted target (SoftRec's
+            ½(d + onehot): 0.5; label smoothing: 0).
+    """
+
+    onehot_weight: float
+
+    def target_logits(self, candidate_ids: tf.Tensor, context: StepContext) -> tf.Tensor:
+        """Softened target logits (already divided by the source's temperature) of the
+        candidates: [M] for shared columns or [B, M]; −inf where the target has no mass."""
+
+
+@dataclass(frozen=True)
+class SoftTargetLoss(RetrievalLoss):
+    """``base`` plus a soft target from ``source`` over the base's candidates (module docstring).
+
+    Attributes:
+        base: a softmax objective (full, sampled or in-batch).
+        source: a :class:`TargetSource`.
+        alpha: α, the weight of the soft term.
+        student_temperature: T of the student in the soft term; None = the base's logits.
+    """
+
+    base: SoftmaxObjective
+    source: TargetSource
+    alpha: float = 0.5
+    student_temperature: float | None = None
+    name = "soft_target"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, SoftmaxObjective):
+            raise ConfigError(f"soft targets need a softmax loss (full_softmax, sampled_softmax or in_batch); "
+                              f"got {type(self.base).__name__}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"soft_target.alpha must be in [0, 1]; got {self.alpha!r}")
+
+    @property
+    def frequency(self) -> str:
+        """The base objective's item-frequency source (the model builds a streaming estimator for it)."""
+        return getattr(self.base, "frequency", "counts")
+
+    def samplers(self):
+        return self.base.samplers()
+
+    def per_example(self, query, positive, positive_ids, source):
+        scored = self.base.candidate_logits(query, positive, positive_ids, source)
+        keep = scored.keep()
+        target = restricted_target(self.source.target_logits(scored.candidate_ids, source),
+                                   scored.log_expected_count, keep)
+        if self.source.onehot_weight:
+            target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)
+        return soft_target_loss(scored.scores(), scored.positive_index, target, self.alpha, student_mask=keep,
+                                student_temperature=self.student_temperature,
+                                base_temperature=self.base.temperature,
+                                student_log_expected_count=scored.log_expected_count)

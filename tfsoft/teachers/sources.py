@@ -1,0 +1,48 @@
+"""Soft-target sources that need no teacher model: uniform (label smoothing) and item popularity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tfsoft.backend import tf
+from tfsoft.losses.soft_targets import POPULARITY_SCALINGS, popularity_target_logits, uniform_target_logits
+
+
+@dataclass(frozen=True)
+class UniformTarget:
+    """Label smoothing (LS; SoftRec §4.1 baseline): d uniform over the valid candidates, so
+    the loss is ``(1 − α)·CE + α·H(uniform, p)``. Under a logQ-corrected base the restriction
+    makes it the self-normalised estimate of the catalog-uniform target."""
+
+    onehot_weight: float = 0.0
+
+    def target_logits(self, candidate_ids, context):
+        return tf.broadcast_to(uniform_target_logits(tf.shape(candidate_ids)[-1]), tf.shape(candidate_ids))
+
+
+@dataclass(frozen=True)
+class PopularityTarget:
+    """SoftRec's POP+ (§3.2, Eq. 6): ``d = ½(softmax(pop/T) + onehot_y)``, pop from the
+    **training split's** item counts (CSRec's own baseline counts validation and test too; we
+    do not). ``scaling``: ``log`` (log(1 + count), default) or ``csrec``
+    (``5·(2·count/(max + min) − 1)``, min and max over the real items).
+
+    Attributes:
+        temperature: T, the target's softening.
+        scaling: how raw counts become scores.
+        onehot_weight: weight of onehot(y) (SoftRec: ½).
+    """
+
+    temperature: float = 1.0
+    scaling: str = "log"
+    onehot_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.scaling not in POPULARITY_SCALINGS:
+            raise ValueError(f"scaling must be one of {POPULARITY_SCALINGS}; got {self.scaling!r}")
+
+    def target_logits(self, candidate_ids, context):
+        counts = context.item_count(tf.range(1, context.num_indices))  # real items only (index 0 = OOV)
+        logits = popularity_target_logits(counts, self.temperature, self.scaling)
+        logits = tf.concat([tf.constant([float("-inf")], logits.dtype), logits], axis=0)
+        return tf.gather(logits, tf.cast(candidate_ids, tf.int32))
