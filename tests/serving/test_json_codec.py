@@ -72,3 +72,31 @@ def test_body_parsing_and_response_shapes():
                                                                "scores": [[0.5, 0.25], [1.0, 0.0]]}}
     assert encode_outputs({"key_bytes": np.array([b"\x00\x01"], dtype=object)}, "row") == \
         {"predictions": [{"b64": "AAE="}]}
+
+
+def _deep(depth, leaf=1):
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [3, 65, 100, 300, 900])
+def test_lists_nested_deeper_than_the_input_rank_are_refused_before_recursing(depth):
+    for payload, specs, where in (({"instances": _deep(depth)}, ONE, "'instances' input 'history'"),
+                                  ({"inputs": {"history": _deep(depth)}}, ONE, "'inputs' input 'history'"),
+                                  ({"instances": [{"user_id": "a", "history": _deep(depth)}]}, TWO,
+                                   "'instances' input 'history'")):
+        with pytest.raises(ServingError, match=f"{where} must have rank 2 \\(shape \\[\\?, \\?\\]\\); got lists "
+                                               f"nested more than 2 levels deep"):
+            decode_inputs(payload, specs)
+
+
+def test_bodies_too_deep_for_the_json_decoder_are_a_parse_error():
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"instances": ' + b"[" * 100_000 + b"1" + b"]" * 100_000 + b"}"):
+        with pytest.raises(ServingError, match="JSON Parse error: the document is nested too deeply") as caught:
+            parse_body(body)
+        assert caught.value.http_status == 400
+    deep = _deep(5000)  # built in Python: deeper than json.dumps can write, where an error message quotes it
+    with pytest.raises(ServingError, match="'signature_name' must be a string; got <Array nested too deeply to show>"):
+        request_format({"instances": [[1]], "signature_name": deep})

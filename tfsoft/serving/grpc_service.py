@@ -83,6 +83,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             status = response.model_version_status.add()
             status.version = int(entry["version"])
             status.state = get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"])
+            codes = status.status.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
+            status.status.error_code = codes[entry["status"]["error_code"]].number  # e.g. UNKNOWN for a failed load
             status.status.error_message = entry["status"]["error_message"]
         return response
 

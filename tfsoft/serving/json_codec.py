@@ -22,16 +22,23 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tfsoft.serving.loaded_model import InputSpec
+from tfsoft.serving.loaded_model import InputSpec, _shape_text
 from tfsoft.serving.status import invalid
 
 
 def parse_body(body: bytes) -> dict:
-    """The request object of a predict body; raises INVALID_ARGUMENT for malformed JSON."""
+    """The request object of a predict body; raises INVALID_ARGUMENT for malformed JSON.
+
+    A body nested so deeply that Python's decoder gives up (``RecursionError``, some
+    hundreds of levels) is malformed too: no tensor has that many dimensions.
+    """
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise invalid(f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply (arrays or objects within each other "
+                      "hundreds of levels deep); a tensor needs one level per dimension") from None
     if not isinstance(payload, dict):
         raise invalid(f"JSON Value: {_short(payload)} Is not of expected type: object")
     return payload
@@ -95,8 +102,12 @@ def _decode_columns(inputs: Any, specs: Mapping[str, InputSpec]) -> dict[str, np
 
 
 def to_array(value: Any, spec: InputSpec, where: str) -> np.ndarray:
-    """A nested JSON list -> a rectangular array of ``spec``'s dtype (errors name ``where``)."""
-    shape = _shape(value, where)
+    """A nested JSON list -> a rectangular array of ``spec``'s dtype (errors name ``where``).
+
+    Lists nested deeper than the input's rank are refused before anything recurses into them,
+    so a hostile body (``[[[[...]]]]``) costs one bounded walk and gets a 400.
+    """
+    shape = _shape(value, where, spec)
     flat = list(_flatten(value))
     kind = spec.dtype.name
     if kind == "string":
@@ -126,12 +137,15 @@ def to_array(value: Any, spec: InputSpec, where: str) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _shape(value: Any, where: str) -> tuple:
+def _shape(value: Any, where: str, spec: InputSpec, depth: int = 0) -> tuple:
     if not isinstance(value, list):
         return ()
+    if depth >= spec.rank:
+        raise invalid(f"{where} must have rank {spec.rank} (shape {_shape_text(spec.shape)}); "
+                      f"got lists nested more than {spec.rank} levels deep")
     if not value:
         return (0,)
-    shapes = {_shape(item, where) for item in value}
+    shapes = {_shape(item, where, spec, depth + 1) for item in value}
     if len(shapes) != 1:
         raise invalid(f"{where}: Expecting tensor size to be consistent; the lists have different lengths "
                       f"{sorted(shapes, key=str)} (pad them to one length)")
@@ -191,5 +205,8 @@ def _json_type(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, bytes) else repr(value)
+    except (RecursionError, ValueError):  # a value nested hundreds of levels deep
+        return f"<{_json_type(value)} nested too deeply to show>"
     return text if len(text) <= 60 else text[:57] + "..."

@@ -5,13 +5,20 @@ base path, replays each one's ``assets.extra/tf_serving_warmup_requests`` before
 and polls the base path every ``poll_seconds``: a new version is loaded and warmed up in the
 background and then swapped in atomically; versions that fall out of the window are
 unloaded. A version that fails to load is reported in the status (state ``END`` with its
-error) and not retried; the versions already loaded keep serving.
+error) and passed over for the next older one, while the versions already loaded keep
+serving. Like TF Serving's file-system source, later polls try it again, but only once its
+directory changed (a stat signature of every file and folder in it: names, sizes, mtimes,
+ctimes, inodes): a broken export that stays broken costs one stat walk per poll and one log
+line, and a fixed one (files copied in later, even with ``cp -r``, which is not atomic) is
+served on the first poll that can load it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -21,6 +28,35 @@ from tfsoft.serving.loaded_model import LoadedVersion
 from tfsoft.serving.status import not_found
 
 log = logging.getLogger("tfsoft.serving")
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why a version did not load, and what its directory looked like when it was tried."""
+
+    message: str
+    signature: tuple
+
+
+def directory_signature(path: Path) -> tuple:
+    """Names, sizes, mtimes, ctimes and inodes of ``path`` and everything under it (sorted by name):
+    changes when files are added, removed, rewritten or touched (``cp -p`` too: its ctime moves).
+    Unreadable entries count as their error."""
+    entries = []
+
+    def add(entry_path: str) -> None:
+        try:
+            info = os.stat(entry_path)
+            entries.append((os.path.relpath(entry_path, path), info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                            info.st_ino))
+        except OSError as error:
+            entries.append((os.path.relpath(entry_path, path), type(error).__name__))
+
+    add(str(path))
+    for root, folders, files in os.walk(path, onerror=lambda error: entries.append(("walk", str(error)))):
+        for name in folders + files:
+            add(os.path.join(root, name))
+    return tuple(sorted(entries, key=lambda entry: entry[0]))
 
 
 class ModelRepository:
@@ -43,18 +79,38 @@ class ModelRepository:
         self.num_versions, self.poll_seconds, self.max_batch_size = num_versions, poll_seconds, max_batch_size
         self.labels = dict(labels or {})
         self._loaded: dict[int, LoadedVersion] = {}
-        self._failed: dict[int, str] = {}
+        self._failed: dict[int, LoadFailure] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ loading
     def refresh(self) -> list[int]:
-        """Load new versions in the window, unload old ones; returns the versions loaded now."""
-        wanted = [v for v in list_versions(self.base_path) if v not in self._failed][-self.num_versions:]
-        for version in wanted:
-            if version not in self._loaded:
-                self._load(version)
+        """Load new versions in the window, unload old ones; returns the versions loaded now.
+
+        The newest ``num_versions`` versions that load are kept; a version that fails to load is
+        passed over for the next older one. A version that failed before is a candidate again
+        once its directory changed; one whose directory is gone is forgotten.
+        """
+        on_disk = list_versions(self.base_path)
+        with self._lock:
+            for version in [v for v in self._failed if v not in on_disk]:
+                del self._failed[version]
+            failed = dict(self._failed)
+        served = 0  # newest first; a version that fails gives its place to the next older one
+        for version in reversed(on_disk):
+            if served == self.num_versions:
+                break
+            if version in self._loaded:
+                served += 1
+                continue
+            signature = None
+            if version in failed:  # only versions that could be served are stat-walked
+                signature = directory_signature(self.base_path / str(version))
+                if signature == failed[version].signature:
+                    continue  # unchanged since it failed: passed over, not retried
+            if self._load(version, signature):
+                served += 1
         with self._lock:
             keep = set(sorted(self._loaded)[-self.num_versions:])
             for version in [v for v in self._loaded if v not in keep]:
@@ -62,20 +118,28 @@ class ModelRepository:
                 log.info("model %s: unloaded version %d", self.name, version)
             return sorted(self._loaded)
 
-    def _load(self, version: int) -> None:
+    def _load(self, version: int, signature: Optional[tuple] = None) -> bool:
         path = self.base_path / str(version)
+        retry = version in self._failed
+        if signature is None:  # taken before loading: a change during the attempt earns another one
+            signature = directory_signature(path)
         try:
             loaded = LoadedVersion(path, version, max_batch_size=self.max_batch_size)
             warmup = path / "assets.extra" / WARMUP_FILE
             count = loaded.warmup(read_warmup_requests(warmup)) if warmup.is_file() else 0
         except Exception as error:  # a broken export must not take the server down
-            self._failed[version] = f"{type(error).__name__}: {error}"
-            log.error("model %s: version %d failed to load: %s", self.name, version, error)
-            return
+            message = f"{type(error).__name__}: {error}"
+            with self._lock:
+                self._failed[version] = LoadFailure(message, signature)
+            log.error("model %s: version %d failed to load%s (tried again when '%s' changes): %s", self.name,
+                      version, " again" if retry else "", path, " ".join(message.split()))
+            return False
         with self._lock:
+            self._failed.pop(version, None)
             self._loaded[version] = loaded
         log.info("model %s: version %d available (load %.2fs, %d warmup requests %.2fs)", self.name, version,
                  loaded.load_seconds, count, loaded.warmup_seconds)
+        return True
 
     def start(self) -> "ModelRepository":
         """Load what is there now and start polling in a daemon thread."""
@@ -96,6 +160,15 @@ class ModelRepository:
                 self.refresh()
             except Exception as error:  # pragma: no cover - e.g. the base path vanished for a moment
                 log.error("model %s: polling '%s' failed: %s", self.name, self.base_path, error)
+
+    def failures(self) -> dict[int, str]:
+        """The versions that failed to load (and were not loaded since), with their errors."""
+        with self._lock:
+            return {version: failure.message for version, failure in sorted(self._failed.items())}
+
+    def loaded_versions(self) -> list[int]:
+        with self._lock:
+            return sorted(self._loaded)
 
     # ------------------------------------------------------------------ lookup
     def get(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> LoadedVersion:
@@ -127,7 +200,7 @@ class ModelRepository:
             version = self.labels[label]
         with self._lock:
             entries = {v: ("AVAILABLE", "OK", "") for v in self._loaded}
-        entries.update({v: ("END", "UNKNOWN", message) for v, message in self._failed.items()})
+            entries.update({v: ("END", "UNKNOWN", failure.message) for v, failure in self._failed.items()})
         if version is not None:
             if version not in entries:
                 raise not_found(f"Could not find version {version} of model {name}")

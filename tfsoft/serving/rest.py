@@ -8,11 +8,14 @@ Endpoints (as in TF Serving; ``[...]`` = optional, newest version by default)::
 
 Errors are ``{"error": "..."}`` with TF Serving's HTTP status (400 for bad input, 404 for an
 unknown model, version, label or URL). Predictions run in Starlette's thread pool, so slow
-requests do not block the event loop.
+requests do not block the event loop. A request that breaks the server in an unforeseen way
+still gets a JSON error (500, or 400 for input nested too deeply to process) and costs one log
+line, not a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from google.protobuf import json_format
@@ -25,6 +28,8 @@ from starlette.routing import Route
 from tfsoft.serving.json_codec import decode_inputs, encode_outputs, parse_body, request_format
 from tfsoft.serving.repository import ModelRepository
 from tfsoft.serving.status import ServingError, invalid, not_found
+
+log = logging.getLogger("tfsoft.serving")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
@@ -68,6 +73,11 @@ def _predict(repository: ModelRepository, name, version, label, body: bytes) -> 
     return encode_outputs(loaded.predict(signature, inputs), kind)
 
 
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def make_app(repository: ModelRepository) -> Starlette:
     """The ASGI application serving ``repository`` under TF Serving's REST paths."""
 
@@ -89,5 +99,12 @@ def make_app(repository: ModelRepository) -> Starlette:
             raise not_found(f"Malformed request: {request.method} {request.url.path}")
         except ServingError as error:
             return _error(error)
+        except RecursionError:  # input nested deeper than any check foresaw
+            log.warning("%s %s: request nested too deeply to process", request.method, request.url.path)
+            return _error(invalid("the request is nested too deeply to process"))
+        except Exception as error:  # a server bug: answer in JSON, log one line (no traceback per request)
+            log.error("%s %s: internal error: %s: %s", request.method, request.url.path, type(error).__name__,
+                      _one_line(error))
+            return _error(ServingError("INTERNAL", f"internal error: {type(error).__name__}: {_one_line(error)}"))
 
     return Starlette(routes=[Route("/v1/models/{path:path}", models, methods=["GET", "POST"])])

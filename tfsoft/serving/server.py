@@ -98,18 +98,36 @@ class ModelServer:
         stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
-        grpc_text = f", gRPC on {self.host}:{self.grpc_port}" if self.grpc_port is not None else ""
-        versions = [entry["version"] for entry in self._safe_status()]
-        print(f"serving model '{self.repository.name}' (versions {versions or 'none yet'}) from "
-              f"'{self.repository.base_path}': REST on http://{self.host}:{self.rest_port}{grpc_text}", flush=True)
+        print(self.banner(), flush=True)
         try:
             while not stopping.wait(0.5):
                 pass
         finally:
             self.stop()
 
-    def _safe_status(self) -> list:
-        try:
-            return self.repository.status(self.repository.name)
-        except Exception:
-            return []
+    def banner(self) -> str:
+        """The one line ``tfsoft serve`` prints once listening: the versions actually served (never
+        ones that failed to load), or that nothing is served and why, and the addresses."""
+        repository = self.repository
+        grpc_text = f", gRPC on {self.host}:{self.grpc_port}" if self.grpc_port is not None else ""
+        endpoints = f"REST on http://{self.host}:{self.rest_port}{grpc_text}"
+        served = [str(version) for version in repository.loaded_versions()]
+        failures = repository.failures()
+        failed_text = "; ".join(f"version {version} failed to load: {_brief(message)}"
+                                for version, message in failures.items())
+        if served:
+            extra = f"; {failed_text}" if failed_text else ""
+            return (f"serving model '{repository.name}' (versions {served}) from '{repository.base_path}': "
+                    f"{endpoints}{extra}")
+        why = failed_text or "no version directory (an integer name) is there yet"
+        if repository.poll_seconds > 0:
+            polling = f"polling every {repository.poll_seconds:g}s for new or fixed versions"
+        else:
+            polling = "not polling (poll_seconds=0): restart once a version loads"
+        return (f"model '{repository.name}' is NOT served yet: nothing loaded from '{repository.base_path}' ({why}); "
+                f"{polling}; {endpoints}")
+
+
+def _brief(message: str, limit: int = 400) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[:limit - 20] + "... (see the log)"
