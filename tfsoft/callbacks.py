@@ -132,10 +132,18 @@ class ProgressLine(keras.callbacks.Callback):
         monitor: the metric that picks the best epoch; the line marks a new best with ``*``.
         stream: where to write (standard error by default, so standard output stays data).
         bar: show the per-step tqdm bar; default: only when ``stream`` is a terminal.
+
+    Per-step cost: without the bar it has no batch hooks at all, so Keras does not call back
+    after every step (nor turn every step's logs into Python numbers, a device sync that made
+    Keras warn "Callback method `on_train_batch_end` is slow"). With the bar, each step only
+    advances it; the loss shown next to it is read at most every :attr:`LOSS_SECONDS`.
     """
+
+    LOSS_SECONDS = 0.5
 
     def __init__(self, epochs: int, *, monitor: str, stream=None, bar: bool | None = None):
         super().__init__()
+        self._supports_tf_logs = True  # batch logs stay tensors: no per-step sync for the bar
         self.epochs, self.monitor = epochs, monitor
         self.stream = stream or sys.stderr
         self.bar = self.stream.isatty() if bar is None else bar
@@ -143,6 +151,10 @@ class ProgressLine(keras.callbacks.Callback):
         self.best = -math.inf if self.mode_max else math.inf
         self._bar = None
         self._started = 0.0
+        self._loss_read = 0.0
+
+    def _implements_train_batch_hooks(self):
+        return bool(self.bar)  # no bar, no per-step work: Keras skips the batch hooks
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -154,10 +166,13 @@ class ProgressLine(keras.callbacks.Callback):
                              unit="step", dynamic_ncols=True)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._bar is not None:
-            self._bar.update(1)
-            if logs and "loss" in logs:
-                self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        now = time.perf_counter()
+        if logs and "loss" in logs and now - self._loss_read >= self.LOSS_SECONDS:
+            self._loss_read = now
+            self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
         self.close()

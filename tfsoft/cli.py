@@ -6,7 +6,7 @@ Commands:
                               train, evaluate and write a run directory (:mod:`tfsoft.runs`)
     tfsoft evaluate --run-dir DIR [--split validation|test] [--checkpoint best|last]
                               re-evaluate a saved run; prints the metrics as JSON
-    tfsoft recommend --run-dir DIR --user ID [--k 10]
+    tfsoft recommend --run-dir DIR --user ID [--k 10] [--checkpoint best|last]
                               top-k items for one user, in process
     tfsoft export --run-dir DIR --export-dir EXPORT [--index scann|brute_force] [--k 100] [--version N]
                               write a TF Serving model version (:mod:`tfsoft.export`)
@@ -112,7 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     from tfsoft.loaded_run import open_run
 
-    run = open_run(args.run_dir, "best" if args.export_dir is None else None)
+    run = open_run(args.run_dir, args.checkpoint if args.export_dir is None else None)
     user = int(args.user) if args.user.lstrip("-").isdigit() else args.user
     if args.export_dir is None:
         from tfsoft.recommend import recommend
@@ -143,6 +143,10 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from tfsoft.runs import check_checkpoint, require_run
+
+    # a directory that is not a run, or a missing or damaged checkpoint, is refused before TensorFlow loads
+    check_checkpoint(require_run(args.run_dir), args.checkpoint)
     from tfsoft.export import export_run
 
     result = export_run(args.run_dir, args.export_dir, index=args.index, k=args.k, version=args.version,
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user", required=True, help="raw user id, as in the data")
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--include-seen", action="store_true", help="do not skip items the user already has")
+    recommend.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                           help="which weights to load (default: best; not used with --export-dir)")
     recommend.add_argument("--json", action="store_true", help="print JSON")
     recommend.add_argument("--export-dir", default=None,
                            help="answer with the newest version exported there (the SavedModel TF Serving runs) "

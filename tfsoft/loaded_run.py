@@ -21,7 +21,10 @@ from pathlib import Path
 
 from tfsoft.config import Config, load_config
 from tfsoft.data.vocabulary import Vocabulary
-from tfsoft.runs import RunPaths, check_vocabularies, require_run
+from tfsoft.errors import RunError
+from tfsoft.runs import (
+    RunPaths, check_checkpoint, check_vocabularies, checkpoint_problem, damaged_checkpoint_error, require_run,
+)
 
 
 @dataclass
@@ -59,7 +62,9 @@ class LoadedRun:
 
     @functools.cached_property
     def model(self):
-        """The run's model with the chosen checkpoint's weights."""
+        """The run's model with the chosen checkpoint's weights (the file is checked first: a
+        damaged checkpoint is a RunError naming it, before the data is read)."""
+        check_checkpoint(self.paths, self.checkpoint)
         return load_run_model(self.config, self.prepared, self.paths.checkpoint(self.checkpoint))
 
     @property
@@ -80,14 +85,26 @@ def open_run(run_dir: str | Path, checkpoint: str | None = "best") -> LoadedRun:
 
 
 def load_run_model(config: Config, prepared, checkpoint: str | Path):
-    """Rebuild the model of a run from its config and data, and load a checkpoint's weights."""
+    """Rebuild the model of a run from its config and data, and load a checkpoint's weights.
+
+    Raises:
+        RunError: the weights file is damaged, or does not fit the model config.yaml describes.
+    """
     from tfsoft.callbacks import without_get_config_warning
     from tfsoft.training import build_model, create_variables
 
     model = build_model(config, prepared)
     create_variables(model, config)
-    with without_get_config_warning():
-        model.load_weights(str(checkpoint))
+    try:
+        with without_get_config_warning():
+            model.load_weights(str(checkpoint))
+    except (OSError, RuntimeError, KeyError, ValueError) as error:  # h5py's and Keras' errors
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None:
+            raise damaged_checkpoint_error(checkpoint, problem) from error
+        raise RunError(f"checkpoint '{checkpoint}' does not fit the model that config.yaml describes "
+                       f"({type(error).__name__}: {error}); has config.yaml or the data changed since "
+                       f"training?") from error
     return model
 
 
@@ -95,6 +112,7 @@ def evaluate_run(run_dir: str | Path, *, splits=("validation", "test"), checkpoi
     """Re-evaluate a saved run: split -> metrics, exactly as ``metrics.json`` holds them for
     the best checkpoint (:func:`tfsoft.validation.evaluate_splits`)."""
     run = open_run(run_dir, checkpoint)
+    check_checkpoint(run.paths, checkpoint)  # a damaged file is refused before TensorFlow loads
     from tfsoft.determinism import make_deterministic
     from tfsoft.validation import evaluate_splits
 

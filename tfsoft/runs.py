@@ -142,3 +142,56 @@ def require_run(root: str | Path, checkpoint: str | None = None) -> RunPaths:
                        f"and later deleted or moved){hint}")
     raise RunError(f"'{weights}' does not exist: the run was interrupted before it wrote a {checkpoint} "
                    f"checkpoint{hint}")
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why a ``*.weights.h5`` file cannot be read, in h5py's words, or None when it opens and
+    every group and dataset in it can be listed (no TensorFlow; the weights are not loaded).
+
+    A file cut short (a full disk, an interrupted copy or download) fails to open; a damaged
+    header or group table fails while walking it. Damage inside the weight values themselves
+    is not detectable (the format has no checksums)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return "the file does not exist"
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(lambda name, node: (node.shape, node.dtype) if isinstance(node, h5py.Dataset)
+                              else None)
+    except Exception as error:  # h5py raises OSError, RuntimeError, KeyError, ValueError
+        return str(error) or type(error).__name__
+    return None
+
+
+def damaged_checkpoint_error(path: str | Path, problem: str) -> RunError:
+    """The RunError of a checkpoint file that exists but cannot be read; it names the file, h5py's
+    reason and, when the run's other checkpoint reads fine, that ``--checkpoint <other>`` does."""
+    path = Path(path)
+    which = path.name[: -len(".weights.h5")] if path.name.endswith(".weights.h5") else None
+    hint = ""
+    if which in CHECKPOINTS:
+        other = next(name for name in CHECKPOINTS if name != which)
+        other_path = path.with_name(f"{other}.weights.h5")
+        if other_path.is_file():
+            other_problem = checkpoint_problem(other_path)
+            hint = (f"; the {other} checkpoint '{other_path}' is intact: use --checkpoint {other}"
+                    if other_problem is None else f"; the {other} checkpoint '{other_path}' is damaged too")
+    return RunError(f"checkpoint '{path}' is damaged and cannot be read ({problem}); it was probably cut short "
+                    f"(a full disk, an interrupted copy) or overwritten{hint}")
+
+
+def check_checkpoint(paths: RunPaths, checkpoint: str) -> Path:
+    """The path of ``checkpoint`` (``best``/``last``) of a run, checked to exist (:func:`require_run`)
+    and to be a readable weights file (:func:`checkpoint_problem`); before TensorFlow loads.
+
+    Raises:
+        RunError: the file is missing (with the cause) or damaged (with the intact alternative).
+    """
+    require_run(paths.root, checkpoint)
+    weights = paths.checkpoint(checkpoint)
+    problem = checkpoint_problem(weights)
+    if problem is not None:
+        raise damaged_checkpoint_error(weights, problem)
+    return weights

@@ -130,3 +130,40 @@ def test_bad_parquet_is_a_data_error(tmp_path):
     path = write(tmp_path, "not parquet", "x.parquet")
     with pytest.raises(DataError, match=r"cannot read Parquet file"):
         read_interactions(path)
+
+
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes("user_id,item_id\n1,2\n1,3\n".encode("utf-8-sig"))
+    frame = read_interactions(path)
+    assert frame["user"].tolist() == [1, 1] and frame["item"].tolist() == [2, 3]
+    tsv = tmp_path / "excel.tsv"
+    tsv.write_bytes("user\titem\tts\nu1\ta\t5\n".encode("utf-8-sig"))
+    assert read_interactions(tsv, ColumnSpec(user="user", item="item", time="ts"))["user"].tolist() == ["u1"]
+
+
+def test_ids_spelled_like_missing_values_are_ids(tmp_path):
+    path = write(tmp_path, "user,item,r\nNA,null,1\nNone,nan,NA\nn/a,NULL,2\n")
+    frame = read_interactions(path, ColumnSpec(user="user", item="item"))
+    assert sorted(frame["user"]) == ["NA", "None", "n/a"] and sorted(frame["item"]) == ["NULL", "nan", "null"]
+    with pytest.raises(DataError, match=r"column 'user' .* has an empty id at row 2 \(line 3\)"):
+        read_interactions(write(tmp_path, "user,item\nNA,1\n,2\n", "empty.csv"),
+                          ColumnSpec(user="user", item="item"))
+    # the other columns keep pandas' NA spellings: 'NA' is a missing rating, not the number it is not
+    with pytest.raises(DataError, match=r"column 'r' .* finite non-negative numbers; row 2 \(line 3\) has nan"):
+        read_interactions(path, ColumnSpec(user="user", item="item", weight="r"))
+
+
+@pytest.mark.parametrize("column", ["item_id", "user_id"])
+def test_parquet_id_column_of_lists_is_refused(tmp_path, column):
+    data = {"user_id": [1, 2], "item_id": [10, 11]}
+    data[column] = [[1, 2], [3]]
+    path = tmp_path / "lists.parquet"
+    pd.DataFrame(data).to_parquet(path)
+    with pytest.raises(DataError, match=rf"column '{column}' of file '.*lists.parquet' holds lists \(Parquet type "
+                                        rf"list<element: int64>\), not ids: row 1 has \[1, 2\] \(2 such rows\); "
+                                        rf"expected one scalar id per row \(int or string\)"):
+        read_interactions(path)
+    with pytest.raises(DataError, match=rf"column '{column}' of DataFrame holds lists \(Python type list\)"):
+        read_interactions(pd.DataFrame(data))

@@ -18,6 +18,11 @@ Rows are ordered by user (first appearance) and then by time. Every problem with
 raises :class:`tfsoft.errors.DataError` naming the file, the column and the first bad row.
 Rows are counted from 1 (the first data row); ``line`` is the line in a text file with the
 header on line 1.
+
+Text files are UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). An id is
+missing only when its cell is empty: ``NA``, ``null``, ``None`` or ``nan`` in an id column
+are ids like any other (pandas' NA guessing applies to the other columns only). An id column
+must hold one scalar id (int or string) per row; a Parquet column of lists is refused.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ from tfsoft.errors import DataError
 CANONICAL_COLUMNS = ("user", "item", "timestamp", "weight", "position")
 _CANDIDATE_DELIMITERS = (",", "\t", ";", "|")
 _INTEGER_ID = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+try:  # the strings pandas reads as NA by default ("", "NA", "null", "nan", ...)
+    from pandas._libs.parsers import STR_NA_VALUES as _DEFAULT_NA
+except ImportError:  # pragma: no cover - a pandas without it
+    _DEFAULT_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                   "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,10 @@ def read_interactions(
         path = Path(source)
         where = f"file '{path}'"
         frame = _read_file(path, delimiter, columns)
-        line_offset = None if path.suffix.lower() in (".parquet", ".pq") else 2
+        parquet = path.suffix.lower() in (".parquet", ".pq")
+        line_offset = None if parquet else 2
+        if parquet:
+            _check_scalar_ids(frame, columns, where, _parquet_types(path))
     return _canonicalise(frame, columns, where, line_offset)
 
 
@@ -124,7 +137,8 @@ def _read_file(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.Dat
 
 def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.DataFrame:
     where = f"file '{path}'"
-    with open(path, encoding="utf-8", errors="strict", newline="") as handle:
+    # utf-8-sig: a leading byte-order mark (Excel's "CSV UTF-8") is dropped, not read into the first name
+    with open(path, encoding="utf-8-sig", errors="strict", newline="") as handle:
         try:
             text = handle.read()
         except UnicodeDecodeError as error:
@@ -149,6 +163,9 @@ def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.Dat
     if len(lines) < 2 or not any(line.strip() for line in lines[1:]):
         raise DataError(f"interactions {where} has a header but no data rows")
     id_columns = {columns.user, columns.item}
+    # Only an empty cell is a missing id ("NA", "null", "None", "nan" are real ids); the other
+    # columns keep pandas' default NA spellings.
+    na_values = {name: [""] if name in id_columns else list(_DEFAULT_NA) for name in names}
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -156,7 +173,8 @@ def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.Dat
             header=0,
             names=names,
             dtype={name: str for name in names if name in id_columns},
-            keep_default_na=True,
+            keep_default_na=False,
+            na_values=na_values,
             skip_blank_lines=False,
             engine="c",
         )
@@ -174,6 +192,46 @@ def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.Dat
         row = int(blank[0]) + 1
         raise DataError(f"{where} has an empty line at row {row} (line {row + 1})")
     return frame
+
+
+def _parquet_types(path: Path) -> dict[str, str]:
+    """Column name -> Parquet (Arrow) type, e.g. ``list<element: int64>``; empty when unknown."""
+    try:
+        import pyarrow.parquet as pq
+
+        return {field.name: str(field.type) for field in pq.read_schema(path)}
+    except Exception:  # only used to word an error message
+        return {}
+
+
+_NON_SCALAR = (list, tuple, set, frozenset, dict, np.ndarray)
+
+
+def _check_scalar_ids(frame: pd.DataFrame, columns: ColumnSpec, where: str, types: dict[str, str]) -> None:
+    """Each id column holds one scalar id per row, not lists (a Parquet ``list<...>`` column).
+
+    Raises:
+        DataError: naming the column, its type, the first row holding a list and what is expected.
+    """
+    for name in (columns.user, columns.item):
+        if name not in frame.columns or frame[name].dtype != object:
+            continue
+        values = frame[name]
+        bad = values.map(lambda value: isinstance(value, _NON_SCALAR)).to_numpy(dtype=bool)
+        if not bad.any():
+            continue
+        row, count = _first_bad(bad)
+        value = values.iloc[row]
+        shown = value.tolist() if isinstance(value, np.ndarray) else value
+        kind = "mappings" if isinstance(value, dict) else "lists"
+        typed = f"Parquet type {types[name]}" if name in types else f"Python type {type(value).__name__}"
+        more = f" ({count} such rows)" if count > 1 else ""
+        advice = (f"write one row per interaction (e.g. DataFrame.explode({name!r}))" if kind == "lists"
+                  else "store the id field as its own column")
+        raise DataError(
+            f"column {name!r} of {where} holds {kind} ({typed}), not ids: row {row + 1} has {shown!r}{more}; "
+            f"expected one scalar id per row (int or string): {advice}, or name another column"
+        )
 
 
 def _guess_delimiter(path: Path, header_line: str) -> str:
@@ -222,6 +280,7 @@ def _canonicalise(
     if clash:
         raise DataError(f"feature column {clash[0]!r} of {where} clashes with a reserved column name")
     frame = frame.reset_index(drop=True)
+    _check_scalar_ids(frame, columns, where, {})
     out = pd.DataFrame(
         {
             "user": _ids(frame[columns.user], columns.user, where, line_offset),
