@@ -203,3 +203,25 @@ def test_train_builds_the_strategy_the_config_names():
 
     out = run_script(TRAIN_SCRIPT)
     assert out["replicas"] == 2 and math.isfinite(out["loss"][0]) and out["ndcg"][0] > 0
+
+
+RUN_SCRIPT = textwrap.dedent(
+    """
+    import json, tempfile
+    from tfsoft.config import load_config
+    from tfsoft.loaded_run import evaluate_run
+    from tfsoft.train_run import train_run
+    config = load_config("configs/lastfm_in_batch.yaml", ["distribute.strategy=mirrored", "distribute.cpu_replicas=2",
+                         "train.epochs=1", "train.steps_per_epoch=3", "model.embedding_dim=8"])
+    run_dir = tempfile.mkdtemp() + "/run"
+    metrics = train_run(config, run_dir)
+    print(json.dumps({"trained": metrics["validation"]["ndcg@10"], "reloaded": evaluate_run(run_dir)["validation"]["ndcg@10"]}))
+    """
+)
+
+
+def test_a_mirrored_run_writes_metrics_that_evaluate_reproduces():
+    """`tfsoft train` under MirroredStrategy: the best checkpoint is evaluated as `tfsoft evaluate`
+    loads it (it used to crash loading HDF5 weights into the strategy's sync-on-read variables)."""
+    out = run_script(RUN_SCRIPT)
+    assert out["trained"] > 0 and out["trained"] == out["reloaded"]

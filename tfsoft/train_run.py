@@ -52,11 +52,10 @@ def train_run(config: Config, run_dir: str | Path, *, overwrite: bool = False, c
 
 def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) -> dict:
     from tfsoft.backend import keras
-    from tfsoft.callbacks import (
-        AtomicModelCheckpoint, HistoryCSV, ProgressLine, save_weights_atomically, without_get_config_warning,
-    )
+    from tfsoft.callbacks import AtomicModelCheckpoint, HistoryCSV, ProgressLine, save_weights_atomically
     from tfsoft.determinism import make_deterministic
     from tfsoft.plots import plot_long_tail, plot_training
+    from tfsoft.loaded_run import load_run_model
     from tfsoft.training import prepare_data, train
     from tfsoft.validation import evaluate_splits
 
@@ -82,10 +81,9 @@ def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) ->
         if best.saved_epoch is None:
             raise RunError(f"no epoch reported {monitor}, so no best checkpoint was written to "
                            f"'{paths.checkpoint('best')}'")
-        # the chosen checkpoint, exactly as `tfsoft evaluate` will load it
-        with without_get_config_warning():
-            result.model.load_weights(str(paths.checkpoint("best")))
-        metrics = evaluate_splits(result.model, config, prepared)
+        # the chosen checkpoint, exactly as `tfsoft evaluate` will load it: a model rebuilt outside
+        # the strategy (loading an HDF5 file into the strategy's sync-on-read variables fails)
+        metrics = evaluate_splits(load_run_model(config, prepared, paths.checkpoint("best")), config, prepared)
     except KeyboardInterrupt:
         progress.close()
         raise TrainingInterrupted(_interrupted_message(paths, config, best, last, history)) from None
