@@ -167,3 +167,14 @@ def test_parquet_id_column_of_lists_is_refused(tmp_path, column):
         read_interactions(path)
     with pytest.raises(DataError, match=rf"column '{column}' of DataFrame holds lists \(Python type list\)"):
         read_interactions(pd.DataFrame(data))
+
+
+def test_feature_files_strip_a_byte_order_mark_and_keep_na_spelled_ids(tmp_path):
+    from tfsoft.data.features import read_feature_file
+
+    path = tmp_path / "items.csv"
+    path.write_bytes("\ufeffitem_id,genre\n1,drama\nNA,comedy\n3,\n".encode("utf-8"))
+    frame = read_feature_file(path)
+    assert list(frame.columns) == ["item_id", "genre"]
+    assert frame["item_id"].tolist() == ["1", "NA", "3"]  # "NA" is an id; ids stay strings when one is not an int
+    assert frame["genre"].isna().tolist() == [False, False, True]  # only the empty cell is missing

@@ -132,11 +132,14 @@ def read_feature_file(path: str | os.PathLike, *, delimiter: str | None = None) 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"feature file '{path}' does not exist")
-    with open(path, encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark is not part of the first column's name; only an empty cell is
+    # missing ("NA", "null", "None" are ids or category values, as in the interactions reader)
+    with open(path, encoding="utf-8-sig") as handle:
         header = handle.readline()
     delimiter = delimiter or _guess_delimiter(path, header)
     try:
-        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=True)
+        frame = pd.read_csv(path, sep=delimiter, dtype=str, encoding="utf-8-sig", keep_default_na=False,
+                            na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DataError(f"cannot parse feature file '{path}': {error}") from error
     frame.columns = [str(c).split(":", 1)[0] for c in frame.columns]
