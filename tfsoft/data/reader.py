@@ -31,6 +31,7 @@ import csv
 import io
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from tfsoft.errors import DataError
 CANONICAL_COLUMNS = ("user", "item", "timestamp", "weight", "position")
 _CANDIDATE_DELIMITERS = (",", "\t", ";", "|")
 _INTEGER_ID = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the CSV parser ends a line on (not str.splitlines' \x85, \u2028, ...)
+_INT64_LIMIT = 2 ** 63
 try:  # the strings pandas reads as NA by default ("", "NA", "null", "nan", ...)
     from pandas._libs.parsers import STR_NA_VALUES as _DEFAULT_NA
 except ImportError:  # pragma: no cover - a pandas without it
@@ -143,13 +146,18 @@ def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.Dat
             text = handle.read()
         except UnicodeDecodeError as error:
             raise DataError(f"{where} is not UTF-8 text: {error}") from error
-    lines = text.splitlines()
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":  # the final line break ends the last line, it does not start one
+        lines.pop()
     header_line = lines[0] if lines else ""
     if not header_line.strip():
         raise DataError(f"interactions {where} has an empty header line (line 1)")
     if delimiter is None:
         delimiter = _guess_delimiter(path, header_line)
-    header = next(csv.reader([header_line], delimiter=delimiter))
+    try:
+        header = next(csv.reader([header_line], delimiter=delimiter))
+    except csv.Error as error:  # e.g. a name longer than the csv module's field limit (128 KiB)
+        raise DataError(f"cannot parse the header (line 1) of {where}: {error}") from error
     recbole = all(":" in name for name in header)
     names = [name.split(":", 1)[0].strip() if recbole else name.strip() for name in header]
     _check_duplicate_names(names, where)
@@ -167,19 +175,30 @@ def _read_text(path: Path, delimiter: str | None, columns: ColumnSpec) -> pd.Dat
     # columns keep pandas' default NA spellings.
     na_values = {name: [""] if name in id_columns else list(_DEFAULT_NA) for name in names}
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=0,
-            names=names,
-            dtype={name: str for name in names if name in id_columns},
-            keep_default_na=False,
-            na_values=na_values,
-            skip_blank_lines=False,
-            engine="c",
-        )
+        with warnings.catch_warnings():
+            # index_col=False: a first data row longer than the header is an error, not an implicit
+            # index that shifts every column one place to the right (pandas warns, then drops fields)
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep=delimiter,
+                header=0,
+                names=names,
+                index_col=False,
+                dtype={name: str for name in names if name in id_columns},
+                keep_default_na=False,
+                na_values=na_values,
+                skip_blank_lines=False,
+                engine="c",
+            )
     except pd.errors.ParserError as error:
         raise DataError(f"cannot parse {where} as {delimiter!r}-separated text: {error}") from error
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"cannot parse {where} as {delimiter!r}-separated text: a data row has more fields than the "
+            f"{len(names)} columns of the header ({', '.join(names)}); quote fields that hold {delimiter!r}, "
+            f"and end lines without one"
+        ) from None
     repeated = frame.index[(frame.astype(str).values == np.array(names, dtype=object)).all(axis=1)]
     if len(repeated):
         row = int(repeated[0]) + 1
@@ -293,7 +312,9 @@ def _canonicalise(
         out["weight"] = _weights(frame[columns.weight], columns.weight, where, line_offset)
     out["position"] = np.arange(len(frame), dtype=np.int64)
     for name in list(columns.user_features) + list(columns.item_features):
-        out[name] = frame[name].to_numpy()
+        values = frame[name]
+        # tz-aware datetimes stay an array: as NumPy objects pandas re-parses them, and fails before year 1
+        out[name] = values.array if isinstance(values.dtype, pd.DatetimeTZDtype) else values.to_numpy()
     first_seen = pd.factorize(out["user"])[0]
     order_keys = [first_seen] + ([out["timestamp"].to_numpy()] if columns.time else [])
     order = np.lexsort([out["position"].to_numpy()] + order_keys[::-1])
@@ -312,7 +333,10 @@ def _first_bad(mask: np.ndarray) -> tuple[int, int]:
 
 def _ids(values: pd.Series, name: str, where: str, line_offset: int | None) -> pd.Series:
     """Ids as int64 when every id is a canonical integer, else as strings."""
-    as_text = values.astype(str).str.strip()
+    try:
+        as_text = values.astype(str).str.strip()
+    except UnicodeDecodeError as error:  # a Parquet binary column
+        raise DataError(f"column {name!r} of {where} holds binary values that are not UTF-8 text: {error}") from None
     null = values.isna().to_numpy() | (as_text == "").to_numpy()
     if null.any():
         row, count = _first_bad(null)
@@ -321,14 +345,25 @@ def _ids(values: pd.Series, name: str, where: str, line_offset: int | None) -> p
             f"column {name!r} of {where} has an empty id at {_row_label(row, line_offset)}{more}"
         )
     if pd.api.types.is_integer_dtype(values.dtype):
+        if values.dtype.kind == "u" and values.max() >= _INT64_LIMIT:  # uint64 beyond int64: strings, as in text
+            return as_text.astype(object)
         return values.astype(np.int64)
     if pd.api.types.is_float_dtype(values.dtype):
-        fractional = (values.to_numpy() != np.floor(values.to_numpy()))
+        numbers = values.to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            fractional = ~np.isfinite(numbers) | (numbers != np.floor(numbers))
         if fractional.any():
             row, _ = _first_bad(fractional)
             raise DataError(
                 f"column {name!r} of {where} holds non-integer id {_show(values.iloc[row])} at "
                 f"{_row_label(row, line_offset)}"
+            )
+        huge = (numbers >= _INT64_LIMIT) | (numbers < -_INT64_LIMIT)
+        if huge.any():
+            row, _ = _first_bad(huge)
+            raise DataError(
+                f"column {name!r} of {where} holds id {_show(values.iloc[row])} at {_row_label(row, line_offset)}, "
+                "outside the int64 range; store such ids as integers or strings, not floats"
             )
         return values.astype(np.int64)
     if as_text.str.fullmatch(_INTEGER_ID).all():
@@ -344,7 +379,7 @@ def _timestamps(values: pd.Series, name: str, where: str, line_offset: int | Non
         if values.isna().any():
             row, _ = _first_bad(values.isna().to_numpy())
             raise DataError(f"column {name!r} of {where} has an empty timestamp at {_row_label(row, line_offset)}")
-        return (values.astype("datetime64[ns]").astype(np.int64) / 1e9).to_numpy(np.float64)
+        return _epoch_seconds(values)
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
     if not bad.any():
@@ -352,13 +387,23 @@ def _timestamps(values: pd.Series, name: str, where: str, line_offset: int | Non
     if not pd.api.types.is_numeric_dtype(values.dtype) and bad.all():
         parsed = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
         if not parsed.isna().any():
-            return (parsed.astype("int64") / 1e9).to_numpy(np.float64)
+            return _epoch_seconds(parsed)
     row, count = _first_bad(bad)
     more = f" (and {count - 1} more rows)" if count > 1 else ""
     raise DataError(
         f"column {name!r} of {where} must hold numeric timestamps (e.g. Unix seconds) or "
         f"ISO-8601 dates; {_row_label(row, line_offset)} has {_show(values.iloc[row])}{more}"
     )
+
+
+_UNITS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def _epoch_seconds(stamps: pd.Series) -> np.ndarray:
+    """Seconds since 1970-01-01 UTC of datetimes without NaT, naive ones read as UTC, in their own
+    resolution (pandas keeps s/ms/us: casting to ns overflows past 2262)."""
+    utc = pd.to_datetime(stamps, utc=True)
+    return (utc.astype("int64") / _UNITS_PER_SECOND[utc.dt.unit]).to_numpy(np.float64)
 
 
 def _weights(values: pd.Series, name: str, where: str, line_offset: int | None) -> np.ndarray:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from concurrent import futures
 
 import grpc
@@ -22,6 +23,22 @@ def _spec(model_spec):
     return model_spec.name, version, label
 
 
+def _input_array(key: str, proto):
+    """A request TensorProto as an array; INVALID_ARGUMENT if it is malformed or would expand past what one
+    message can carry (``make_ndarray`` repeats the last value to fill the shape: a 20-byte proto of shape
+    [1024, 2**20] would allocate 8 GiB)."""
+    dims = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in dims):
+        raise invalid(f"input '{key}' is not a valid TensorProto: shape {dims} has a negative dimension")
+    if math.prod(dims) > MAX_MESSAGE_BYTES:
+        raise invalid(f"input '{key}' has shape {dims}: {math.prod(dims)} values, more than the {MAX_MESSAGE_BYTES} "
+                      "a request can carry")
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as error:
+        raise invalid(f"input '{key}' is not a valid TensorProto: {error}") from None
+
+
 def _abort(context, error: ServingError):
     context.abort(error.grpc_code(), error.message)
 
@@ -35,12 +52,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             name, version, label = _spec(request.model_spec)
             loaded = self.repository.get(name, version, label)
             signature = request.model_spec.signature_name or "serving_default"
-            inputs = {}
-            for key, proto in request.inputs.items():
-                try:
-                    inputs[key] = tf.make_ndarray(proto)
-                except Exception as error:
-                    raise invalid(f"input '{key}' is not a valid TensorProto: {error}") from None
+            inputs = {key: _input_array(key, proto) for key, proto in request.inputs.items()}
             outputs = loaded.predict(signature, inputs)
         except ServingError as error:
             return _abort(context, error)

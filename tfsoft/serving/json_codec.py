@@ -30,11 +30,12 @@ def parse_body(body: bytes) -> dict:
     """The request object of a predict body; raises INVALID_ARGUMENT for malformed JSON.
 
     A body nested so deeply that Python's decoder gives up (``RecursionError``, some
-    hundreds of levels) is malformed too: no tensor has that many dimensions.
+    hundreds of levels) is malformed too: no tensor has that many dimensions, and so is a
+    number with more digits than Python converts (``ValueError``, past 4300 digits).
     """
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, int() past sys.get_int_max_str_digits()
         raise invalid(f"JSON Parse error: {error}") from None
     except RecursionError:
         raise invalid("JSON Parse error: the document is nested too deeply (arrays or objects within each other "
@@ -114,7 +115,11 @@ def to_array(value: Any, spec: InputSpec, where: str) -> np.ndarray:
         items = []
         for item in flat:
             if isinstance(item, str):
-                items.append(item.encode("utf-8"))
+                try:
+                    items.append(item.encode("utf-8"))
+                except UnicodeEncodeError:  # "\ud800" in the JSON: an unpaired surrogate is not text
+                    raise invalid(f"{where}: JSON Value: {_short(item)} is not a valid Unicode string (it holds "
+                                  "an unpaired surrogate)") from None
             elif isinstance(item, dict) and _is_b64(item):
                 items.append(_b64decode(item["b64"], where))
             else:

@@ -38,7 +38,9 @@ _URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
 
 
 def _error(error: ServingError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.http_status)
+    # the message may quote the request, e.g. a signature_name "\ud800" that UTF-8 cannot encode
+    message = error.message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"error": message}, status_code=error.http_status)
 
 
 def _route(request: Request):
