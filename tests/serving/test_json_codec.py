@@ -100,3 +100,13 @@ def test_bodies_too_deep_for_the_json_decoder_are_a_parse_error():
     deep = _deep(5000)  # built in Python: deeper than json.dumps can write, where an error message quotes it
     with pytest.raises(ServingError, match="'signature_name' must be a string; got <Array nested too deeply to show>"):
         request_format({"instances": [[1]], "signature_name": deep})
+
+
+def test_integer_inputs_outside_the_signature_dtype_are_refused_not_wrapped():
+    """A uint64 2**64-1 sent to an int64 input used to wrap to -1 silently."""
+    from tfsoft.serving.loaded_model import _check_dtype
+
+    spec = InputSpec(name="user", dtype=tf.int64, shape=(None,))
+    _check_dtype("user", np.array([1, 2], np.uint64), spec)  # in range: accepted
+    with pytest.raises(ServingError, match=r"outside its range"):
+        _check_dtype("user", np.array([2 ** 64 - 1], np.uint64), spec)

@@ -154,6 +154,11 @@ def _check_dtype(name: str, value: np.ndarray, spec: InputSpec) -> None:
         ok = kind in "SUO" and (kind != "O" or all(isinstance(item, (bytes, str)) for item in value.flat))
     elif spec.dtype.is_integer:
         ok = kind in "iu"
+        if ok and value.size and not np.can_cast(value.dtype, spec.dtype.as_numpy_dtype):
+            info = np.iinfo(spec.dtype.as_numpy_dtype)
+            if value.min() < info.min or value.max() > info.max:  # e.g. uint64 2**64-1 would wrap to -1
+                raise invalid(f"input '{name}' expects {spec.dtype.name} values; got {value.dtype} values outside "
+                              f"its range [{info.min}, {info.max}] (e.g. {value.max()!r})")
     elif spec.dtype.is_floating:
         ok = kind in "iuf"
     elif spec.dtype.is_bool:
