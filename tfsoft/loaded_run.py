@@ -93,7 +93,7 @@ def load_run_model(config: Config, prepared, checkpoint: str | Path):
     from tfsoft.callbacks import without_get_config_warning
     from tfsoft.training import build_model, create_variables
 
-    model = build_model(config, prepared)
+    model = build_model(config, prepared, soft_target=False)  # a trained run needs no teacher
     create_variables(model, config)
     try:
         with without_get_config_warning():

@@ -2,8 +2,8 @@
 
 Checks the data source and claims the directory before any work, seeds everything and
 (``train.deterministic``) turns on deterministic ops, writes config and vocabularies, trains
-with :func:`tfsoft.training.train` and the run's callbacks (checkpoints, history, TensorBoard,
-progress), evaluates the best checkpoint once per split with
+with :func:`tfsoft.training.train` and the run's callbacks (checkpoints with their checksum
+manifest, history, TensorBoard, progress), evaluates the best checkpoint once per split with
 :func:`tfsoft.validation.evaluate_splits`, draws the plots and writes ``metrics.json`` last.
 
 Under ``distribute.strategy: multi_worker`` only the chief writes the run directory; every
@@ -63,10 +63,19 @@ def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) ->
     prepared = prepare_data(config.data)
     atomic_write_text(paths.config, config_to_yaml(config))
     prepared.save_vocabularies(paths.root)
+    teachers = config.soft_target.teacher_runs_used() if config.soft_target is not None else []
+    if teachers:  # which teacher runs (and which bytes of them) this student learnt from
+        from tfsoft.teachers.teacher import teacher_record
+
+        checkpoint = getattr(config.soft_target, "checkpoint", "best")
+        atomic_write_json(paths.root / "teachers.json",
+                          {"teachers": [teacher_record(run, checkpoint) for run in teachers]})
 
     monitor, mode = config.train.monitor, monitor_mode(config.train.monitor)
-    best = AtomicModelCheckpoint(paths.checkpoint("best"), monitor=monitor, mode=mode, save_best_only=True)
-    last = AtomicModelCheckpoint(paths.checkpoint("last"))
+    # each checkpoint write also records its sha256 in checkpoints/manifest.json (tfsoft.runs)
+    best = AtomicModelCheckpoint(paths.checkpoint("best"), monitor=monitor, mode=mode, save_best_only=True,
+                                 manifest=True)
+    last = AtomicModelCheckpoint(paths.checkpoint("last"), manifest=True)
     history = HistoryCSV(paths.history)
     progress = ProgressLine(config.train.epochs, monitor=monitor, stream=stream)
     board = keras.callbacks.TensorBoard(log_dir=str(paths.logs), write_graph=False, profile_batch=0)
@@ -75,7 +84,7 @@ def _train_into(config: Config, paths: RunPaths, strategy, callbacks, stream) ->
                        deterministic=config.train.deterministic, strategy=strategy)
         if not config.model.query_tower.trainable:  # a baseline: its (weightless) model is both checkpoints
             for which in CHECKPOINTS:
-                save_weights_atomically(result.model, paths.checkpoint(which))
+                save_weights_atomically(result.model, paths.checkpoint(which), manifest=True)
             atomic_write_text(paths.history, "epoch,seconds\n")
             best.saved_epoch = 0
         if best.saved_epoch is None:

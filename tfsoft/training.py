@@ -73,16 +73,18 @@ def create_variables(model: TwoTowerModel, config: Config) -> None:
     model.candidate_embeddings()
 
 
-def build_model(config: Config, prepared: PreparedData) -> TwoTowerModel:
+def build_model(config: Config, prepared: PreparedData, *, soft_target: bool = True) -> TwoTowerModel:
     """Towers + objective -> :class:`TwoTowerModel` (call inside the strategy's scope).
 
     Every component comes from its config section (:mod:`tfsoft.towers.sections`,
-    :mod:`tfsoft.losses.sections`): this function knows no tower or loss by name."""
+    :mod:`tfsoft.losses.sections`, :mod:`tfsoft.teachers.sections`): this function knows no
+    tower or loss by name. ``soft_target=False`` leaves the soft-target term out (evaluation and
+    export of a trained run need no teacher)."""
     query, candidate = config.model.query_tower.build_towers(tower_context(config, prepared),
                                                              config.model.candidate_tower)
     loss = config.loss.build()
-    if config.soft_target is not None:
-        loss = config.soft_target.wrap(loss)
+    if soft_target and config.soft_target is not None:
+        loss = config.soft_target.wrap(loss, config, prepared)
     return TwoTowerModel(query, candidate, loss, num_items=prepared.items.num_indices,
                          item_counts=prepared.item_counts, similarity=config.model.similarity,
                          score_similarity=config.model.score_similarity, seed=config.train.seed,

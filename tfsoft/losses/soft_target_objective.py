@@ -23,6 +23,7 @@ from typing import Protocol
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses.objectives import RetrievalLoss, SoftmaxObjective, StepContext
+from tfsoft.losses.softmax import CandidateLogits
 from tfsoft.losses.soft_targets import mix_with_onehot, restricted_target, soft_target_loss
 
 
@@ -30,15 +31,22 @@ class TargetSource(Protocol):
     """Where a soft target comes from (``tfsoft/teachers/``).
 
     Attributes:
-        onehot_weight: weight of onehot(y) mixed into the restricted target (SoftRec's
-            ½(d + onehot): 0.5; label smoothing: 0).
+        onehot_weight: weight of onehot(y) mixed into the target (SoftRec's ½(d + onehot): 0.5;
+            label smoothing: 0).
     """
 
     onehot_weight: float
 
-    def target_logits(self, candidate_ids: tf.Tensor, context: StepContext) -> tf.Tensor:
-        """Softened target logits (already divided by the source's temperature) of the
-        candidates: [M] for shared columns or [B, M]; −inf where the target has no mass."""
+    def target(self, scored: CandidateLogits, context: StepContext) -> tf.Tensor:
+        """[B, M] the target over the student's candidates (rows summing to 1, 0 on masked
+        columns): usually :func:`restrict` of softened logits."""
+
+
+def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
+    """Softened target logits over the candidates (``[M]`` or ``[B, M]``) -> the target restricted
+    to the student's candidate set with the student's logQ correction and masks
+    (:func:`tfsoft.losses.soft_targets.restricted_target`)."""
+    return restricted_target(target_logits, scored.log_expected_count, scored.keep())
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,7 @@ class SoftTargetLoss(RetrievalLoss):
     def per_example(self, query, positive, positive_ids, source):
         scored = self.base.candidate_logits(query, positive, positive_ids, source)
         keep = scored.keep()
-        target = restricted_target(self.source.target_logits(scored.candidate_ids, source),
-                                   scored.log_expected_count, keep)
+        target = self.source.target(scored, source)
         if self.source.onehot_weight:
             target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)
         return soft_target_loss(scored.scores(), scored.positive_index, target, self.alpha, student_mask=keep,

@@ -1,5 +1,5 @@
-"""Where soft targets come from: label smoothing, item popularity (and, next, neighbours,
-teacher runs and label propagation). ``sections`` holds the ``soft_target`` config sections
+"""Where soft targets come from: label smoothing, item popularity, teacher runs (and, next,
+neighbours and label propagation). ``sections`` holds the ``soft_target`` config sections
 (TensorFlow-free); ``sources`` the runtime sources the soft-target objective
 (:mod:`tfsoft.losses.soft_target_objective`) asks for target logits over its candidates.
 """
@@ -11,5 +11,6 @@ from tfsoft.lazy import lazy_exports
 _EXPORTS = {
     "sections": ("SOFT_TARGETS",),
     "sources": ("PopularityTarget", "UniformTarget"),
+    "teacher": ("TeacherTarget", "load_teacher", "teacher_record"),
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tfsoft.registry import Component, Registry
 
@@ -30,15 +30,21 @@ class SoftTargetSection(Component):
     #: keys that moved or were renamed: old key -> hint shown in the error
     moved_keys: ClassVar[dict[str, str]] = {}
 
-    def source(self):
-        """The runtime target source (:class:`tfsoft.losses.soft_target_objective.TargetSource`)."""
+    def source(self, config=None, prepared=None):
+        """The runtime target source (:class:`tfsoft.losses.soft_target_objective.TargetSource`);
+        ``config`` and ``prepared`` are the student's (teacher sources check against them)."""
         raise NotImplementedError
 
-    def wrap(self, base):
+    def wrap(self, base, config=None, prepared=None):
         """``base`` (a softmax objective) with this soft-target term."""
         from tfsoft.losses.soft_target_objective import SoftTargetLoss
 
-        return SoftTargetLoss(base, self.source(), alpha=self.alpha, student_temperature=self.student_temperature)
+        return SoftTargetLoss(base, self.source(config, prepared), alpha=self.alpha,
+                              student_temperature=self.student_temperature)
+
+    def teacher_runs_used(self) -> list[str]:
+        """Run directories this source reads (recorded in the student's run)."""
+        return []
 
 
 @SOFT_TARGETS.register
@@ -48,7 +54,7 @@ class LabelSmoothingSection(SoftTargetSection):
     name: Literal["label_smoothing"] = "label_smoothing"
     alpha: float = Field(0.1, ge=0, le=1, description="ε: loss = (1 − ε)·CE(onehot) + ε·H(uniform, p)")
 
-    def source(self):
+    def source(self, config=None, prepared=None):
         from tfsoft.teachers.sources import UniformTarget
 
         return UniformTarget()
@@ -63,7 +69,45 @@ class PopularitySection(SoftTargetSection):
     scaling: Literal["log", "csrec"] = Field(
         "log", description="log: log(1 + count); csrec: 5·(2·count/(max + min) − 1), CSRec's scaling")
 
-    def source(self):
+    def source(self, config=None, prepared=None):
         from tfsoft.teachers.sources import PopularityTarget
 
         return PopularityTarget(temperature=self.temperature, scaling=self.scaling)
+
+
+@SOFT_TARGETS.register
+class TeacherSection(SoftTargetSection):
+    """``teacher`` (SoftRec SKD with the student's own tower, CKD with another; CSRec's averaged
+    teachers): frozen finished runs score the student's candidates; d = Σ w_k softmax(t_k/T),
+    mixed with onehot_y by ``onehot_weight`` (SoftRec: ½)."""
+
+    name: Literal["teacher"] = "teacher"
+    teacher_runs: list[str] = Field(min_length=1, description="run directories of the teachers (tfsoft train)")
+    teacher_weights: Optional[list[float]] = Field(
+        None, description="one weight >= 0 per teacher, averaging their probabilities (default: equal)")
+    temperature: float = Field(1.0, gt=0, description="T softening the teachers' logits")
+    onehot_weight: float = Field(0.5, ge=0, le=1, description="weight of onehot(y) in the target (SoftRec: 0.5)")
+    checkpoint: Literal["best", "last"] = Field("best", description="the teachers' checkpoint")
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.teacher_weights is not None:
+            if len(self.teacher_weights) != len(self.teacher_runs):
+                raise ValueError(f"teacher_weights has {len(self.teacher_weights)} values for "
+                                 f"{len(self.teacher_runs)} teacher_runs")
+            if any(w < 0 for w in self.teacher_weights) or sum(self.teacher_weights) <= 0:
+                raise ValueError(f"teacher_weights must be >= 0 with a positive sum; got {self.teacher_weights}")
+        return self
+
+    def teacher_runs_used(self) -> list[str]:
+        return list(self.teacher_runs)
+
+    def source(self, config=None, prepared=None):
+        from tfsoft.teachers.teacher import TeacherTarget, load_teacher
+
+        if config is None or prepared is None:
+            raise ValueError("a teacher source is built with the student's config and data")
+        teachers = tuple(load_teacher(run, student_config=config, student_prepared=prepared,
+                                      checkpoint=self.checkpoint) for run in self.teacher_runs)
+        weights = tuple(self.teacher_weights or [1.0] * len(teachers))
+        return TeacherTarget(teachers, weights, temperature=self.temperature, onehot_weight=self.onehot_weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tfsoft.backend import tf
+from tfsoft.losses.soft_target_objective import restrict
 from tfsoft.losses.soft_targets import POPULARITY_SCALINGS, popularity_target_logits, uniform_target_logits
 
 
@@ -16,8 +17,8 @@ class UniformTarget:
 
     onehot_weight: float = 0.0
 
-    def target_logits(self, candidate_ids, context):
-        return tf.broadcast_to(uniform_target_logits(tf.shape(candidate_ids)[-1]), tf.shape(candidate_ids))
+    def target(self, scored, context):
+        return restrict(uniform_target_logits(tf.shape(scored.logits)[-1], scored.logits.dtype), scored)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class PopularityTarget:
         if self.scaling not in POPULARITY_SCALINGS:
             raise ValueError(f"scaling must be one of {POPULARITY_SCALINGS}; got {self.scaling!r}")
 
-    def target_logits(self, candidate_ids, context):
+    def target(self, scored, context):
         counts = context.item_count(tf.range(1, context.num_indices))  # real items only (index 0 = OOV)
         logits = popularity_target_logits(counts, self.temperature, self.scaling)
         logits = tf.concat([tf.constant([float("-inf")], logits.dtype), logits], axis=0)
-        return tf.gather(logits, tf.cast(candidate_ids, tf.int32))
+        return restrict(tf.gather(logits, tf.cast(scored.candidate_ids, tf.int32)), scored)
