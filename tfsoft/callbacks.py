@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tfsoft.backend import keras
-from tfsoft.files import atomic_output, atomic_write_text
+from tfsoft.files import atomic_output, atomic_write_text, file_entry
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -32,16 +32,21 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     Records which epoch (1-based) the file on disk holds in :attr:`saved_epoch` and, for
     ``save_best_only``, its monitored value in :attr:`saved_value`.
 
+    With ``manifest=True`` (what ``tfsoft train`` uses) each write also records the file's sha256
+    and size in ``manifest.json`` next to it (:func:`tfsoft.runs.record_checkpoint`), which readers
+    check before loading it.
+
     Example:
         >>> best = AtomicModelCheckpoint("run/checkpoints/best.weights.h5", monitor="val_ndcg@10",
         ...                              mode="max", save_best_only=True)  # doctest: +SKIP
     """
 
-    def __init__(self, filepath, **kwargs):
+    def __init__(self, filepath, *, manifest: bool = False, **kwargs):
         if not str(filepath).endswith(".weights.h5"):
             raise ValueError(f"AtomicModelCheckpoint writes Keras weights files; the path must end in .weights.h5, "
                              f"got {str(filepath)!r}")
         super().__init__(str(filepath), save_weights_only=True, **kwargs)
+        self.manifest = manifest
         self.saved_epoch: int | None = None
         self.saved_value: float | None = None
         self._epoch = 0
@@ -51,16 +56,27 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_epoch_end(epoch, logs)
 
     def _save_handler(self, filepath):
-        save_weights_atomically(self.model, filepath)
+        save_weights_atomically(self.model, filepath, manifest=self.manifest)
         self.saved_epoch = self._epoch + 1
         if self.save_best_only:
             self.saved_value = float(self.best)
 
 
-def save_weights_atomically(model, path) -> None:
-    """``model.save_weights`` into a temporary file renamed to ``path`` (``*.weights.h5``)."""
+def save_weights_atomically(model, path, *, manifest: bool = False) -> None:
+    """``model.save_weights`` into a temporary file renamed to ``path`` (``*.weights.h5``).
+
+    With ``manifest``, the file's sha256 and size go into ``manifest.json`` next to it: announced
+    before the rename and confirmed after it (:func:`tfsoft.runs.record_checkpoint`), so a write
+    stopped anywhere leaves a checkpoint that matches the manifest."""
+    from tfsoft.runs import record_checkpoint
+
     with atomic_output(path, suffix=".weights.h5") as tmp, without_get_config_warning():
         model.save_weights(str(tmp))
+        if manifest:
+            entry = file_entry(tmp)  # the bytes about to be renamed into place
+            record_checkpoint(path, entry, pending=True)
+    if manifest:
+        record_checkpoint(path, entry)
 
 
 class _DropGetConfigWarning(logging.Filter):

@@ -116,21 +116,26 @@ def _recommend(args: argparse.Namespace) -> int:
     user = int(args.user) if args.user.lstrip("-").isdigit() else args.user
     if args.export_dir is None:
         from tfsoft.recommend import recommend
+        from tfsoft.runs import check_checkpoint
 
+        check_checkpoint(run.paths, args.checkpoint)  # a damaged checkpoint is refused before TensorFlow loads
         answer = recommend(run, user, k=args.k, exclude_seen=not args.include_seen)
     else:  # the same user's history, answered by the exported SavedModel
-        from tfsoft.recommend import user_history
+        from tfsoft.recommend import user_history, verify_newest_export
         from tfsoft.serving.local import recommend_from_export
 
         if args.k < 1:
             from tfsoft.errors import RunError
 
             raise RunError(f"k must be >= 1; got {args.k}")
+        verified = verify_newest_export(args.export_dir)  # a damaged version is named before it loads
         raw_user, _, history = user_history(run, user)
         items = run.prepared.items
         answer = {"user": raw_user, "history": items.ids(history[-run.max_history:]),
                   **recommend_from_export(args.export_dir, raw_user, items.ids(history), args.k,
                                           not args.include_seen)}
+        if answer["export_version"] != verified:  # the newest did not load: an older version answered
+            verify_newest_export(args.export_dir, answer["export_version"])
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
@@ -182,7 +187,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = ModelServer(args.export_dir, args.model_name, host=args.host, rest_port=args.port,
                          grpc_port=args.grpc_port, poll_seconds=args.poll_seconds, num_versions=args.num_versions,
-                         max_batch_size=args.max_batch_size, labels=_parse_labels(args.label))
+                         max_batch_size=args.max_batch_size, labels=_parse_labels(args.label),
+                         max_body_bytes=args.max_body_bytes, max_history=args.max_history,
+                         request_timeout=args.request_timeout_seconds, shutdown_grace=args.shutdown_grace_seconds)
     server.serve_forever()
     return 0
 
@@ -266,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--num-versions", type=int, default=1, help="newest versions kept loaded")
     serve.add_argument("--max-batch-size", type=int, default=1024, help="largest batch a request may carry")
     serve.add_argument("--label", action="append", metavar="NAME=VERSION", help="version label (repeatable)")
+    # limits (defaults and TF Serving's behaviour: tfsoft.serving.limits; 0 = no limit)
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
+                       help="largest REST request body, answered 413 past it (default 16 MiB; 0 = no limit)")
+    serve.add_argument("--max-history", type=int, default=10_000,
+                       help="longest id list per instance (history, exclude_item_ids), answered 400 / "
+                            "INVALID_ARGUMENT past it (default 10000; 0 = no limit)")
+    serve.add_argument("--request-timeout-seconds", type=float, default=30.0,
+                       help="time a request may take, answered 504 / DEADLINE_EXCEEDED past it (default 30, "
+                            "TF Serving's --rest_api_timeout_in_ms; 0 = no limit)")
+    serve.add_argument("--shutdown-grace-seconds", type=float, default=25.0,
+                       help="on SIGTERM/SIGINT: time the requests in flight get to finish before the server exits "
+                            "(default 25)")
     serve.set_defaults(handler=_serve)
     return parser
 

@@ -3,11 +3,16 @@
 Everything tfsoft writes (vocabularies, configs, metrics, exports) goes to a temporary path
 in the destination's directory and is then renamed into place with ``os.replace``, which is
 atomic on POSIX file systems.
+
+Artefacts that are read back later (checkpoints, exported versions) also get checksums in a
+manifest (:func:`file_entry` writes an entry, :func:`entry_problem` checks a file against one):
+a file whose bytes changed after it was written is named before anything loads it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -83,3 +88,104 @@ def atomic_output(path: str | os.PathLike, *, suffix: str | None = None) -> Iter
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+#: bytes read at a time when hashing (files are streamed, never read whole)
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike) -> tuple[str, int]:
+    """(hex SHA-256, size in bytes) of a file, read in :data:`HASH_CHUNK` chunks."""
+    digest, size = hashlib.sha256(), 0
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+            size += count
+    return digest.hexdigest(), size
+
+
+def file_entry(path: str | os.PathLike) -> dict:
+    """The manifest entry of a file: ``{"sha256": hex digest, "size": bytes}``."""
+    sha256, size = file_sha256(path)
+    return {"sha256": sha256, "size": size}
+
+
+def entry_problem(path: str | os.PathLike, entries: list[dict], manifest: str | os.PathLike) -> str | None:
+    """How ``path`` differs from the manifest entries it may match (:func:`file_entry`; usually one), or
+    None when it matches one of them. The size is compared first, so a file cut short or grown is
+    reported without reading it.
+
+    Args:
+        path: the file (it must exist).
+        entries: the ``{"sha256", "size"}`` entries it is allowed to match.
+        manifest: the manifest's name, for the message.
+    """
+    size = os.stat(path).st_size
+    if all(size != entry["size"] for entry in entries):
+        return f"it is {size} bytes, not the {entries[0]['size']} recorded in '{manifest}'"
+    sha256, _ = file_sha256(path)
+    if all(sha256 != entry["sha256"] for entry in entries):
+        return (f"its sha256 is {sha256[:16]}..., not the {entries[0]['sha256'][:16]}... recorded in "
+                f"'{manifest}'")
+    return None
+
+
+#: version of the manifest layout :func:`write_manifest` writes (readers refuse newer ones)
+MANIFEST_VERSION = 1
+
+
+def write_manifest(path: str | os.PathLike, kind: str, files: dict[str, dict]) -> Path:
+    """Write a checksum manifest atomically::
+
+        {"format": KIND, "version": 1, "algorithm": "sha256",
+         "files": {NAME: {"sha256": HEX, "size": BYTES}, ...}}
+
+    Args:
+        path: the manifest file.
+        kind: what it describes (``tfsoft-checkpoints``, ``tfsoft-export``); :func:`read_manifest` checks it.
+        files: name (a path relative to the manifest's subject, ``/``-separated) -> entry (:func:`file_entry`).
+    """
+    return atomic_write_json(path, {"format": kind, "version": MANIFEST_VERSION, "algorithm": "sha256",
+                                    "files": dict(sorted(files.items()))})
+
+
+def _valid_entry(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+            and all(c in "0123456789abcdef" for c in entry["sha256"])
+            and isinstance(entry.get("size"), int) and not isinstance(entry["size"], bool) and entry["size"] >= 0)
+
+
+def read_manifest(path: str | os.PathLike, kind: str) -> dict[str, dict]:
+    """The ``files`` of a manifest written by :func:`write_manifest`, checked.
+
+    Raises:
+        ValueError: the file is not such a manifest of ``kind`` (the message says why).
+        OSError: it cannot be read.
+    """
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"it is not valid JSON ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != kind:
+        raise ValueError(f"it is not a {kind} manifest")
+    version = payload.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"its version is {version!r}, not a positive integer")
+    if version > MANIFEST_VERSION:
+        raise ValueError(f"it has version {version}, written by a newer tfsoft (this one reads version "
+                         f"{MANIFEST_VERSION})")
+    if payload.get("algorithm") != "sha256":
+        raise ValueError(f"its algorithm is {payload.get('algorithm')!r}, not 'sha256'")
+    files = payload.get("files")
+    if not isinstance(files, dict):
+        raise ValueError("it has no 'files' object")
+    for name, entry in files.items():
+        replacing = entry.get("replacing") if isinstance(entry, dict) else None
+        if not _valid_entry(entry) or (replacing is not None and not _valid_entry(replacing)):
+            raise ValueError(f"its entry for {name!r} is not {{'sha256': 64 hex digits, 'size': bytes}}")
+    return files

@@ -4,6 +4,9 @@ The query reads the user's most recent ``data.max_history`` interactions (all of
 items included: this is "what next, now"), scores the whole catalog with the shared exact
 top-k (:func:`tfsoft.topk.exact_top_k`: the OOV row is never returned; with
 ``exclude_seen`` the user's items are excluded).
+
+With ``--export-dir`` the exported version answers; :func:`verify_newest_export` checks its
+files against their checksums first.
 """
 
 from __future__ import annotations
@@ -51,3 +54,25 @@ def recommend(run: LoadedRun, user, *, k: int = 10, exclude_seen: bool = True) -
     indices, scores = indices.numpy()[0], scores.numpy()[0]
     kept = indices > 0  # a catalog smaller than k + exclusions leaves empty slots
     return {**answer, "items": items.ids(indices[kept]), "scores": [float(s) for s in scores[kept]]}
+
+
+def verify_newest_export(export_dir, version: int | None = None) -> int | None:
+    """Check the newest exported version in ``export_dir`` (or ``version``) against its checksum
+    manifest (:func:`tfsoft.export.manifest.verify_export`); returns the version checked, None
+    when there is none.
+
+    Raises:
+        ExportError: naming each damaged, missing or unlisted file of that version.
+    """
+    from pathlib import Path
+
+    from tfsoft.export.manifest import verify_export
+    from tfsoft.export.versions import list_versions
+
+    if version is None:
+        versions = list_versions(export_dir)
+        if not versions:
+            return None
+        version = versions[-1]
+    verify_export(Path(export_dir) / str(version))
+    return version

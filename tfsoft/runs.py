@@ -9,6 +9,7 @@ A run directory holds everything needed to rebuild, inspect and re-evaluate one 
       checkpoints/
         best.weights.h5        weights of the best epoch by train.monitor (validation)
         last.weights.h5        weights of the last completed epoch
+        manifest.json          sha256 and size of each checkpoint, rewritten after each checkpoint write
       logs/                    TensorBoard event files (train/ and validation/)
       history.csv              one row per epoch: loss, val_recall@K, val_ndcg@K, ..., seconds
       metrics.json             {"validation": {...}, "test": {...}, "best_epoch", "train_seconds", ...}
@@ -17,6 +18,13 @@ A run directory holds everything needed to rebuild, inspect and re-evaluate one 
 
 Every file is written atomically (temporary file + rename, :mod:`tfsoft.files`), and
 ``metrics.json`` is written last: a run directory with ``metrics.json`` is complete.
+
+The checkpoints carry checksums: ``checkpoints/manifest.json`` (:data:`CHECKPOINT_MANIFEST`,
+a :func:`tfsoft.files.write_manifest` of kind ``tfsoft-checkpoints``) is rewritten, atomically,
+after every checkpoint write, and every reader compares a checkpoint with it before loading it
+(:func:`check_checkpoint`): a file whose bytes changed since training wrote it (a failing disk,
+a bad copy) is named even when its HDF5 structure is intact. Runs written before the manifest
+existed, and files it does not list, get the structural check only.
 Writing a run is :mod:`tfsoft.train_run`; reading one back (config, vocabularies, data, model
 with a checkpoint) is :func:`tfsoft.loaded_run.open_run`. This module imports no TensorFlow,
 so a directory that is not a run is refused before TensorFlow loads.
@@ -24,6 +32,7 @@ so a directory that is not a run is refused before TensorFlow loads.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +41,12 @@ from tfsoft.config import Config
 from tfsoft.data.registry import DATASETS
 from tfsoft.data.vocabulary import Vocabulary
 from tfsoft.errors import ConfigError, RunError
+from tfsoft.files import entry_problem, read_manifest, write_manifest
 
 CHECKPOINTS = ("best", "last")
+#: the checksum manifest of a run's checkpoints, next to them in ``checkpoints/``
+CHECKPOINT_MANIFEST = "manifest.json"
+CHECKPOINT_MANIFEST_KIND = "tfsoft-checkpoints"
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class RunPaths:
     user_vocabulary = property(lambda self: self.root / "user_vocabulary.json")
     item_vocabulary = property(lambda self: self.root / "item_vocabulary.json")
     checkpoints = property(lambda self: self.root / "checkpoints")
+    checkpoint_manifest = property(lambda self: self.checkpoints / CHECKPOINT_MANIFEST)
     logs = property(lambda self: self.root / "logs")
     history = property(lambda self: self.root / "history.csv")
     metrics = property(lambda self: self.root / "metrics.json")
@@ -145,12 +159,15 @@ def require_run(root: str | Path, checkpoint: str | None = None) -> RunPaths:
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
-    """Why a ``*.weights.h5`` file cannot be read, in h5py's words, or None when it opens and
-    every group and dataset in it can be listed (no TensorFlow; the weights are not loaded).
+    """Why a ``*.weights.h5`` file cannot be used, or None when it opens, every group and dataset
+    in it can be listed, and its size and sha256 match the run's checkpoint manifest (no
+    TensorFlow; the weights are not loaded).
 
-    A file cut short (a full disk, an interrupted copy or download) fails to open; a damaged
-    header or group table fails while walking it. Damage inside the weight values themselves
-    is not detectable (the format has no checksums)."""
+    A file cut short (a full disk, an interrupted copy or download) fails to open, in h5py's
+    words; a damaged header or group table fails while walking it. Damage inside the weight
+    values themselves is found by the checksum (:func:`checksum_problem`) when
+    ``checkpoints/manifest.json`` lists the file; runs written before the manifest existed get the
+    structural check only."""
     import h5py
 
     path = Path(path)
@@ -162,13 +179,96 @@ def checkpoint_problem(path: str | Path) -> str | None:
                               else None)
     except Exception as error:  # h5py raises OSError, RuntimeError, KeyError, ValueError
         return str(error) or type(error).__name__
+    return checksum_problem(path)
+
+
+class ChecksumProblem(str):
+    """A :func:`checkpoint_problem` found by the checksum manifest (the file reads, but its bytes
+    are not the ones training wrote)."""
+
+
+class ManifestProblem(ChecksumProblem):
+    """The checkpoint manifest itself cannot be read, so no checkpoint of the run can be verified."""
+
+
+#: checkpoints whose checksum matched, keyed by what identifies their bytes (stat and the manifest
+#: entry): a file checked twice in one process (``tfsoft export`` checks before opening the run,
+#: and again when loading) is hashed once; any write to it changes its mtime and ctime
+_VERIFIED: set = set()
+
+
+def _manifest_entries(path: Path) -> tuple[list[dict], str | None]:
+    """(the entries ``path`` may match, a problem with the manifest itself): no entries when there
+    is no manifest or it does not list the file."""
+    manifest = path.parent / CHECKPOINT_MANIFEST
+    if not manifest.exists():
+        return [], None
+    try:
+        files = read_manifest(manifest, CHECKPOINT_MANIFEST_KIND)
+    except (OSError, ValueError) as error:
+        return [], ManifestProblem(f"its checksums in '{manifest}' cannot be read ({error}); delete that file to load the "
+                    f"checkpoints without checksums")
+    entry = files.get(path.name)
+    if entry is None:
+        return [], None
+    # "replacing": the file the entry's write was replacing, for a write stopped between the manifest
+    # update that announces it and the rename (see record_checkpoint)
+    return [entry] + ([entry["replacing"]] if entry.get("replacing") else []), None
+
+
+def checksum_problem(path: str | Path) -> ChecksumProblem | None:
+    """How a checkpoint differs from the size and sha256 that ``checkpoints/manifest.json`` recorded
+    when training wrote it; None when it matches, or when no manifest lists it."""
+    path = Path(path)
+    entries, problem = _manifest_entries(path)
+    if problem is not None:
+        return problem
+    if not entries:
+        return None
+    info = os.stat(path)
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
+           tuple((entry["sha256"], entry["size"]) for entry in entries))
+    if key in _VERIFIED:
+        return None
+    problem = entry_problem(path, entries, path.parent / CHECKPOINT_MANIFEST)
+    if problem is not None:
+        return ChecksumProblem(f"{problem} when training wrote it")
+    _VERIFIED.add(key)
     return None
 
 
+def record_checkpoint(weights: str | Path, entry: dict, *, pending: bool = False) -> Path:
+    """Record a checkpoint's :func:`tfsoft.files.file_entry` in ``checkpoints/manifest.json``
+    (rewritten atomically; the other checkpoints' entries are kept).
+
+    A checkpoint write records twice: ``pending=True`` with the new file's entry before it is
+    renamed into place (the entry keeps the one it replaces as ``replacing``), then again after
+    the rename. A write stopped at any point leaves a file that matches its entry.
+
+    Returns:
+        the manifest's path.
+    """
+    weights = Path(weights)
+    manifest = weights.parent / CHECKPOINT_MANIFEST
+    try:
+        files = read_manifest(manifest, CHECKPOINT_MANIFEST_KIND) if manifest.exists() else {}
+    except (OSError, ValueError):
+        files = {}  # unreadable: started afresh (it only ever describes this directory's checkpoints)
+    entry = {"sha256": entry["sha256"], "size": entry["size"]}
+    old = files.get(weights.name)
+    if pending and old is not None and (old["sha256"], old["size"]) != (entry["sha256"], entry["size"]):
+        entry["replacing"] = {"sha256": old["sha256"], "size": old["size"]}
+    files[weights.name] = entry
+    return write_manifest(manifest, CHECKPOINT_MANIFEST_KIND, files)
+
+
 def damaged_checkpoint_error(path: str | Path, problem: str) -> RunError:
-    """The RunError of a checkpoint file that exists but cannot be read; it names the file, h5py's
-    reason and, when the run's other checkpoint reads fine, that ``--checkpoint <other>`` does."""
+    """The RunError of a checkpoint file that exists but cannot be used; it names the file, the
+    reason (h5py's words, or the checksum that does not match) and, when the run's other
+    checkpoint is intact, that ``--checkpoint <other>`` is."""
     path = Path(path)
+    if isinstance(problem, ManifestProblem):
+        return RunError(f"checkpoint '{path}' cannot be verified: {problem}")
     which = path.name[: -len(".weights.h5")] if path.name.endswith(".weights.h5") else None
     hint = ""
     if which in CHECKPOINTS:
@@ -178,13 +278,17 @@ def damaged_checkpoint_error(path: str | Path, problem: str) -> RunError:
             other_problem = checkpoint_problem(other_path)
             hint = (f"; the {other} checkpoint '{other_path}' is intact: use --checkpoint {other}"
                     if other_problem is None else f"; the {other} checkpoint '{other_path}' is damaged too")
+    if isinstance(problem, ChecksumProblem):
+        return RunError(f"checkpoint '{path}' is damaged: {problem}; its bytes changed after training (a failing "
+                        f"disk, a bad copy or an edit), so its weights cannot be trusted{hint}")
     return RunError(f"checkpoint '{path}' is damaged and cannot be read ({problem}); it was probably cut short "
                     f"(a full disk, an interrupted copy) or overwritten{hint}")
 
 
 def check_checkpoint(paths: RunPaths, checkpoint: str) -> Path:
-    """The path of ``checkpoint`` (``best``/``last``) of a run, checked to exist (:func:`require_run`)
-    and to be a readable weights file (:func:`checkpoint_problem`); before TensorFlow loads.
+    """The path of ``checkpoint`` (``best``/``last``) of a run, checked to exist (:func:`require_run`),
+    to be a readable weights file and to match its checksum (:func:`checkpoint_problem`); before
+    TensorFlow loads.
 
     Raises:
         RunError: the file is missing (with the cause) or damaged (with the intact alternative).

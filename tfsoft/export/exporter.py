@@ -11,7 +11,10 @@ Steps (data flows one way: run directory -> SavedModel):
    ``assets.extra/tf_serving_warmup_requests`` (requests built from real users) and
    ``assets.extra/tfsoft_export.json`` (what was exported, with the measured recall);
 5. before publishing, load the staged SavedModel back and check that it answers the warmup
-   requests with the in-memory model's items.
+   requests with the in-memory model's items;
+6. last, ``assets.extra/tfsoft_manifest.json``: the sha256 and size of every other file of the
+   version (:mod:`tfsoft.export.manifest`; readers check it with
+   :func:`tfsoft.export.manifest.verify_export`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tfsoft.config import Config, ModelConfig
 from tfsoft.data import Ragged, query_features
 from tfsoft.errors import ExportError
 from tfsoft.export.index import INDEX_KINDS, ScannParams, build_index, index_recall
+from tfsoft.export.manifest import MANIFEST_PATH, write_export_manifest
 from tfsoft.export.servable import PAD_ID, IdLookup, RetrievalServable, write_id_file
 from tfsoft.export.versions import publish_version
 from tfsoft.export.warmup import WARMUP_FILE, predict_request, write_warmup_requests
@@ -259,9 +263,10 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
                         user_id_dtype=prepared.users.dtype, item_id_dtype=prepared.items.dtype,
                         padding_id=PAD_ID[prepared.items.dtype], num_items=prepared.items.size,
                         num_users=prepared.users.size, tensorflow=tf.__version__,
-                        config=json.loads(run.config.model_dump_json()))
+                        config=json.loads(run.config.model_dump_json()), manifest=MANIFEST_PATH)
         metadata.pop("size_bytes"), metadata.pop("seconds"), metadata.pop("path")
         atomic_write_json(extra / METADATA_FILE, metadata)
+        write_export_manifest(staging)  # last: the checksums of every file above
         result.size_bytes = _directory_size(staging)
     result.seconds = round(time.perf_counter() - started, 3)
     return result

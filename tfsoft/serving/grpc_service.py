@@ -1,16 +1,27 @@
 """TF Serving's gRPC API: ``PredictionService.Predict`` / ``GetModelMetadata`` and
-``ModelService.GetModelStatus``, on grpcio with the ``tensorflow-serving-api`` stubs."""
+``ModelService.GetModelStatus``, on grpcio with the ``tensorflow-serving-api`` stubs.
+
+``Predict`` runs the model on :class:`~tfsoft.serving.limits.ModelCalls` threads and answers
+``DEADLINE_EXCEEDED`` once the server's ``request_timeout`` or the client's deadline, the
+shorter, has passed (TF Serving uses the client's deadline as the session run's timeout);
+requests over ``max_history`` are refused in :meth:`LoadedVersion.predict` with
+``INVALID_ARGUMENT``. Messages over :data:`MAX_MESSAGE_BYTES` are refused by gRPC itself
+(``RESOURCE_EXHAUSTED``; TF Serving allows 2 GiB).
+"""
 
 from __future__ import annotations
 
 import math
 from concurrent import futures
+from typing import Optional
 
 import grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from tfsoft.backend import tf
+from tfsoft.serving.limits import (DEFAULT_REQUEST_TIMEOUT_SECONDS, ModelCalls, positive_or_none, shared_calls,
+                                   timed_out)
 from tfsoft.serving.repository import ModelRepository
 from tfsoft.serving.status import ServingError, invalid
 
@@ -43,9 +54,24 @@ def _abort(context, error: ServingError):
     context.abort(error.grpc_code(), error.message)
 
 
+def _deadline(context, request_timeout: Optional[float]):
+    """(seconds to wait, the error to answer then): the server's limit or the client's deadline, the sooner."""
+    time_remaining = getattr(context, "time_remaining", None)  # None when the client set no deadline
+    client = time_remaining() if time_remaining is not None else None
+    if client is not None and (request_timeout is None or client < request_timeout):
+        return max(0.0, client), timed_out(max(0.0, client), flag_set=False)
+    return request_timeout, None if request_timeout is None else timed_out(request_timeout)
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, repository: ModelRepository):
+    """Args: ``request_timeout`` seconds a Predict may take (0 or ``None``: the client's deadline only);
+    ``calls``, worker threads for the model (``None``: the model runs in the gRPC thread, without a limit)."""
+
+    def __init__(self, repository: ModelRepository, *, request_timeout: Optional[float] = None,
+                 calls: Optional[ModelCalls] = None):
         self.repository = repository
+        self.request_timeout = positive_or_none(request_timeout)
+        self.calls = calls
 
     def Predict(self, request, context):  # noqa: N802 (gRPC method name)
         try:
@@ -53,7 +79,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             loaded = self.repository.get(name, version, label)
             signature = request.model_spec.signature_name or "serving_default"
             inputs = {key: _input_array(key, proto) for key, proto in request.inputs.items()}
-            outputs = loaded.predict(signature, inputs)
+            if self.calls is None:
+                outputs = loaded.predict(signature, inputs)
+            else:
+                timeout, error = _deadline(context, self.request_timeout)
+                outputs = self.calls.call(loaded.predict, signature, inputs, timeout=timeout, error=error)
         except ServingError as error:
             return _abort(context, error)
         response = predict_pb2.PredictResponse()
@@ -101,12 +131,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def make_grpc_server(repository: ModelRepository, host: str, port: int, *, workers: int = 8):
-    """A started-ready grpc server bound to ``host:port`` (0 = any free port); returns (server, port)."""
+def make_grpc_server(repository: ModelRepository, host: str, port: int, *, workers: int = 8,
+                     request_timeout: Optional[float] = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+                     calls: Optional[ModelCalls] = None):
+    """A started-ready grpc server bound to ``host:port`` (0 = any free port); returns (server, port).
+    ``request_timeout`` and ``calls``: see :class:`PredictionService` (``calls=None``: the process's shared pool)."""
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(repository), server)
+    service = PredictionService(repository, request_timeout=request_timeout, calls=calls or shared_calls())
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

@@ -4,7 +4,9 @@
 reads the signature definitions, replays the version's warmup requests, and runs
 :meth:`LoadedVersion.predict` after checking the request the way TF Serving does: the input
 names must be exactly the signature's, the ranks must match, all inputs must share the batch
-size, and the batch must not exceed the server's limit.
+size, and the batch must not exceed the server's limit; nor may an instance's id list (every
+``[batch, ?]`` input, e.g. ``history``) exceed ``max_history`` (``tfsoft serve --max-history``,
+see :mod:`tfsoft.serving.limits`; TF Serving has no such limit).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -65,11 +67,14 @@ class LoadedVersion:
         path: the version directory (``<base>/<version>``).
         version: its integer version.
         max_batch_size: largest batch a request may carry.
+        max_history: longest id list per instance in a ``[batch, ?]`` input (``None`` or 0: no limit).
     """
 
-    def __init__(self, path: str | Path, version: int, *, max_batch_size: int = 1024):
+    def __init__(self, path: str | Path, version: int, *, max_batch_size: int = 1024,
+                 max_history: Optional[int] = None):
         _register_custom_ops()
         self.path, self.version, self.max_batch_size = Path(path), int(version), int(max_batch_size)
+        self.max_history = int(max_history) if max_history else None
         started = time.perf_counter()
         self._model = tf.saved_model.load(str(self.path))
         self.signature_defs = read_signature_defs(self.path)
@@ -114,6 +119,10 @@ class LoadedVersion:
             for axis, (want, got) in enumerate(zip(spec.shape, value.shape)):
                 if want is not None and want != got:
                     raise invalid(f"input '{name}' dimension {axis} must be {want}; got {got}")
+            if self.max_history and spec.rank == 2 and spec.shape[1] is None and value.shape[1] > self.max_history:
+                raise invalid(f"input '{name}' has {value.shape[1]} ids per instance, more than the server's "
+                              f"maximum history length of {self.max_history} (--max-history); send the newest "
+                              f"{self.max_history}")
             if batch is None:
                 batch = (name, value.shape[0])
             elif value.shape[0] != batch[1]:

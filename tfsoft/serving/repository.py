@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
+from tfsoft.export.manifest import verify_export
 from tfsoft.export.versions import list_versions
 from tfsoft.export.warmup import WARMUP_FILE, read_warmup_requests
 from tfsoft.serving.loaded_model import LoadedVersion
@@ -68,15 +69,18 @@ class ModelRepository:
         num_versions: how many of the newest versions stay loaded (TF Serving's ``latest`` policy).
         poll_seconds: how often the base path is scanned; 0 disables polling.
         max_batch_size: largest batch a request may carry.
+        max_history: longest id list per instance (``None`` or 0: no limit); see :class:`LoadedVersion`.
         labels: version labels, e.g. ``{"stable": 3, "canary": 4}``.
     """
 
     def __init__(self, base_path: str | Path, name: str, *, num_versions: int = 1, poll_seconds: float = 1.0,
-                 max_batch_size: int = 1024, labels: Optional[Mapping[str, int]] = None):
+                 max_batch_size: int = 1024, labels: Optional[Mapping[str, int]] = None,
+                 max_history: Optional[int] = None):
         if num_versions < 1:
             raise ValueError(f"num_versions must be >= 1; got {num_versions}")
         self.base_path, self.name = Path(base_path), name
         self.num_versions, self.poll_seconds, self.max_batch_size = num_versions, poll_seconds, max_batch_size
+        self.max_history = max_history
         self.labels = dict(labels or {})
         self._loaded: dict[int, LoadedVersion] = {}
         self._failed: dict[int, LoadFailure] = {}
@@ -124,7 +128,8 @@ class ModelRepository:
         if signature is None:  # taken before loading: a change during the attempt earns another one
             signature = directory_signature(path)
         try:
-            loaded = LoadedVersion(path, version, max_batch_size=self.max_batch_size)
+            verify_export(path)  # a damaged or half-copied file is named, and the version not served
+            loaded = LoadedVersion(path, version, max_batch_size=self.max_batch_size, max_history=self.max_history)
             warmup = path / "assets.extra" / WARMUP_FILE
             count = loaded.warmup(read_warmup_requests(warmup)) if warmup.is_file() else 0
         except Exception as error:  # a broken export must not take the server down

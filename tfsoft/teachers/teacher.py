@@ -17,7 +17,6 @@ their logits). The student's checkpoints hold no teacher: evaluation and export 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +28,13 @@ from tfsoft.losses.soft_target_objective import restrict
 
 def teacher_record(run_dir: str | Path, checkpoint: str) -> dict:
     """What a student's run records of a teacher: its path, and digests of its config and weights."""
+    from tfsoft.files import file_sha256
     from tfsoft.runs import require_run
 
     paths = require_run(run_dir, checkpoint)
-    digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()  # noqa: E731
     return {"run": str(Path(run_dir).resolve()), "checkpoint": checkpoint,
-            "config_sha256": digest(paths.config), "weights_sha256": digest(paths.checkpoint(checkpoint))}
+            "config_sha256": file_sha256(paths.config)[0],
+            "weights_sha256": file_sha256(paths.checkpoint(checkpoint))[0]}
 
 
 def load_teacher(run_dir: str | Path, *, student_config, student_prepared, checkpoint: str = "best"):
