@@ -25,21 +25,7 @@ from tfsoft.export.manifest import MANIFEST_PATH, verify_export
 from tfsoft.files import file_entry
 from tfsoft.runs import checksum_problem, record_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "lastfm_in_batch.yaml"
-TINY = ["--set", "train.epochs=1", "--set", "train.steps_per_epoch=3", "--set", "model.embedding_dim=8"]
-
-
-def _env():
-    """The test environment minus what tfsoft sets for itself (the pytest process imported it)."""
-    return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS")}
-
-
-def _tfsoft(*argv, timeout=300) -> subprocess.CompletedProcess:
-    script = shutil.which("tfsoft", path=str(Path(sys.executable).parent))
-    assert script, f"the tfsoft console script is not installed next to {sys.executable}"
-    return subprocess.run([script, *map(str, argv)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=_env())
+from tests.cli_helpers import CONFIG, ROOT, TINY, run_tfsoft as _tfsoft, subprocess_env as _env
 
 
 @pytest.fixture(scope="module")
