@@ -1,0 +1,119 @@
+"""Soft targets against their base, per backbone (issue 13): SoftRec's label smoothing, POP+ and
+distillation from a teacher run (SKD: a base run of the same tower; CKD: of the other tower),
+on full softmax and on in-batch SSM, beside the CSRec paper's Base and SoftRec columns.
+
+Every run is ``tfsoft train`` (:func:`tfsoft.train_run.train_run`) into
+``runs/bench_soft_targets/<dataset>/<tower>/<variant>/seed<k>``, so base runs serve as the
+teachers of later variants; the JSON is written after every run and a rerun skips what it holds.
+Selection is on validation NDCG@10; test is recorded.
+
+    .venv/bin/python bench/bench_soft_targets.py --dataset lastfm_small --seeds 0 1 2
+    .venv/bin/python bench/bench_soft_targets.py --dataset lastfm_small --variants base popularity --epochs 1 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import machine, mean_std, write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOWERS = {"gru": "configs/towers/gru4rec_ssm.yaml", "sasrec": "configs/towers/sasrec_ssm.yaml"}
+DATA = {"lastfm_small": [],
+        "ml-1m": ["data.path=ml-1m", "data.window=null", "data.split=leave_one_out", "data.max_history=50",
+                  "data.example_mode=window"]}
+FULL = ["loss=full_softmax", "loss.temperature=0.1"]
+SSM = ["loss=in_batch", "loss.temperature=0.1", "loss.mixed_negatives=1024", "loss.log_q_correction=true"]
+
+#: variant -> (base loss overrides, soft-target overrides; "{teacher}" / "{other}" are run dirs)
+VARIANTS = {
+    "base": (FULL, []),
+    "label_smoothing": (FULL, ["soft_target=label_smoothing", "soft_target.alpha=0.1"]),
+    "popularity": (FULL, ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"]),
+    "skd": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
+                   "soft_target.temperature=3"]),
+    "ckd": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
+                   "soft_target.temperature=3"]),
+    "ssm_base": (SSM, []),
+    "ssm_popularity": (SSM, ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"]),
+    "ssm_skd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
+                      "soft_target.temperature=3"]),
+}
+
+#: CSRec (TOIS) Table: lastfm_small, Recall@10 / NDCG@10 (%)
+PAPER = {"lastfm_small": {"gru": {"base": (16.683, 10.081)}, "sasrec": {"base": (20.350, 11.432),
+                                                                       "best_distillation": (21.131, 12.472)}}}
+
+
+def run_dir(out_root: Path, dataset: str, tower: str, variant: str, seed: int) -> Path:
+    return out_root / dataset / tower / variant / f"seed{seed}"
+
+
+def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dict:
+    from tfsoft.config import load_config
+    from tfsoft.train_run import train_run
+
+    loss, soft = VARIANTS[variant]
+    other = "sasrec" if tower == "gru" else "gru"
+    base = "ssm_base" if variant.startswith("ssm_") else "base"
+    teacher = run_dir(out_root, dataset, tower, base, seed)
+    other_teacher = run_dir(out_root, dataset, other, base, seed)
+    for needed in ([teacher] if "{teacher}" in " ".join(soft) else []) + \
+                  ([other_teacher] if "{other}" in " ".join(soft) else []):
+        if not (needed / "metrics.json").is_file():
+            raise SystemExit(f"{variant} needs the teacher run {needed}: run the base variants first")
+    overrides = [*DATA[dataset], *loss, *(s.format(teacher=teacher, other=other_teacher) for s in soft),
+                 f"train.epochs={epochs}", f"train.seed={seed}"]
+    if steps:
+        overrides.append(f"train.steps_per_epoch={steps}")
+    config = load_config(ROOT / TOWERS[tower], overrides)
+    target = run_dir(out_root, dataset, tower, variant, seed)
+    metrics = train_run(config, target, overwrite=True)
+    keep = lambda split: {k: v for k, v in metrics[split].items() if "@" in k and k != "long_tail_recall"}  # noqa: E731
+    return {"seed": seed, "run_dir": str(target), "best_epoch": metrics["best_epoch"],
+            "train_seconds": metrics["train_seconds"], "validation": keep("validation"), "test": keep("test"),
+            "overrides": overrides}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="lastfm_small", choices=list(DATA))
+    parser.add_argument("--towers", nargs="+", default=list(TOWERS), choices=list(TOWERS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=None, help="steps per epoch (smoke runs only)")
+    parser.add_argument("--runs", default="runs/bench_soft_targets")
+    parser.add_argument("--out", default=None, help="default: bench/results/soft_targets_<dataset>.json")
+    args = parser.parse_args()
+    out = Path(args.out or f"bench/results/soft_targets_{args.dataset.replace('-', '')}.json")
+    state = json.loads(out.read_text()) if out.is_file() else {}
+    # base runs first: the distillation variants read them as teachers
+    order = sorted(args.variants, key=lambda name: not VARIANTS[name][1] == [])
+    for variant in order:
+        for tower in args.towers:
+            for seed in args.seeds:
+                entry = state.setdefault("results", {}).setdefault(tower, {}).setdefault(variant, {"runs": []})
+                if any(r["seed"] == seed for r in entry["runs"]):
+                    continue
+                run = train_variant(args.dataset, tower, variant, seed, args.epochs, args.steps, Path(args.runs))
+                print(f"{tower:7s} {variant:16s} seed {seed}: val ndcg@10 {run['validation']['ndcg@10']:.4f} "
+                      f"test recall@10 {run['test']['recall@10']:.4f} ndcg@10 {run['test']['ndcg@10']:.4f}",
+                      flush=True)
+                entry["runs"].append(run)
+                entry["summary"] = {f"{split}_{metric}": mean_std(r[split][metric] for r in entry["runs"])
+                                    for split in ("validation", "test") for metric in ("recall@10", "ndcg@10")}
+                state.update(benchmark="soft targets vs base per backbone (issue 13)", dataset=args.dataset,
+                             machine=machine(), paper=PAPER.get(args.dataset, {}), epochs=args.epochs,
+                             steps_per_epoch=args.steps)
+                write_result(str(out), state)
+
+
+if __name__ == "__main__":
+    main()
