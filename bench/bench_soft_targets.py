@@ -28,6 +28,7 @@ TOWERS = {"gru": "configs/towers/gru4rec_ssm.yaml", "sasrec": "configs/towers/sa
 DATA = {"lastfm_small": [],
         "ml-1m": ["data.path=ml-1m", "data.window=null", "data.split=leave_one_out", "data.max_history=50",
                   "data.example_mode=window"]}
+OUT_NAMES = {"lastfm_small": "lastfm", "ml-1m": "ml1m"}
 FULL = ["loss=full_softmax", "loss.temperature=0.1"]
 SSM = ["loss=in_batch", "loss.temperature=0.1", "loss.mixed_negatives=1024", "loss.log_q_correction=true"]
 
@@ -90,9 +91,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (smoke runs only)")
     parser.add_argument("--runs", default="runs/bench_soft_targets")
-    parser.add_argument("--out", default=None, help="default: bench/results/soft_targets_<dataset>.json")
+    parser.add_argument("--out", default=None, help="default: bench/results/soft_targets_{lastfm,ml1m}.json")
     args = parser.parse_args()
-    out = Path(args.out or f"bench/results/soft_targets_{args.dataset.replace('-', '')}.json")
+    out = Path(args.out or f"bench/results/soft_targets_{OUT_NAMES[args.dataset]}.json")
     state = json.loads(out.read_text()) if out.is_file() else {}
     # base runs first: the distillation variants read them as teachers
     order = sorted(args.variants, key=lambda name: not VARIANTS[name][1] == [])
