@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import tfsoft
-from tfsoft.cli import main
 
-from tests.cli_helpers import CONFIG, ROOT, TINY, run_tfsoft as _tfsoft, subprocess_env as _env
+from tests.cli_helpers import (CONFIG, ROOT, TINY, assert_damaged_best_is_refused_and_last_works, error_of,
+                               run_tfsoft as _tfsoft, subprocess_env as _env)
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +42,12 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def error_of(capsys, *argv) -> str:
-    capsys.readouterr()
-    assert main([*map(str, argv)]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("tfsoft: error: ") and "Traceback" not in error, error
-    return error
-
-
 # --------------------------------------------------------------------- 1. damaged checkpoint
 def test_truncated_best_checkpoint_is_named_and_last_is_suggested(run_copy, capsys):
     best, last = (run_copy / "checkpoints" / f"{name}.weights.h5" for name in ("best", "last"))
     truncate(best)
-    for argv in (["evaluate", "--run-dir", run_copy],
-                 ["export", "--run-dir", run_copy, "--export-dir", run_copy.parent / "export"],
-                 ["recommend", "--run-dir", run_copy, "--user", "1"]):
-        error = error_of(capsys, *argv)
-        assert f"checkpoint '{best}' is damaged and cannot be read (" in error and "truncated file" in error, error
-        assert f"the last checkpoint '{last}' is intact: use --checkpoint last" in error, error
-    assert not (run_copy.parent / "export").exists()
-    capsys.readouterr()
-    assert main(["evaluate", "--run-dir", str(run_copy), "--checkpoint", "last", "--split", "test"]) == 0
-    assert json.loads(capsys.readouterr().out)["test"]["num_queries"] > 0  # the suggestion works
+    assert_damaged_best_is_refused_and_last_works(run_copy, capsys, 1, f"checkpoint '{best}' is damaged and cannot be "
+                                                  "read (", "truncated file")
 
     truncate(last)
     error = error_of(capsys, "evaluate", "--run-dir", run_copy)

@@ -25,7 +25,8 @@ from tfsoft.export.manifest import MANIFEST_PATH, verify_export
 from tfsoft.files import file_entry
 from tfsoft.runs import checksum_problem, record_checkpoint
 
-from tests.cli_helpers import CONFIG, ROOT, TINY, run_tfsoft as _tfsoft, subprocess_env as _env
+from tests.cli_helpers import (CONFIG, ROOT, TINY, assert_damaged_best_is_refused_and_last_works, error_of,
+                               run_tfsoft as _tfsoft, subprocess_env as _env)
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +84,6 @@ def swap_two_ids(path: Path) -> None:
     path.write_bytes(b"\n".join(lines))
 
 
-def error_of(capsys, *argv) -> str:
-    capsys.readouterr()
-    assert main([*map(str, argv)]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("tfsoft: error: ") and "Traceback" not in error, error
-    return error
-
-
-# ----------------------------------------------------------------------------- checkpoints
 def test_train_writes_a_checkpoint_manifest_that_matches_the_files(trained):
     run, _ = trained
     manifest = json.loads((run / "checkpoints" / "manifest.json").read_text())
@@ -107,17 +99,9 @@ def test_train_writes_a_checkpoint_manifest_that_matches_the_files(trained):
 def test_a_flipped_byte_inside_a_weight_array_is_named_and_last_is_suggested(run_copy, capsys):
     best, last = (run_copy / "checkpoints" / f"{name}.weights.h5" for name in ("best", "last"))
     flip_weight_byte(best)
-    for argv in (["evaluate", "--run-dir", run_copy],
-                 ["export", "--run-dir", run_copy, "--export-dir", run_copy.parent / "export"],
-                 ["recommend", "--run-dir", run_copy, "--user", "2"]):
-        error = error_of(capsys, *argv)
-        assert f"checkpoint '{best}' is damaged: its sha256 is " in error, error
-        assert f"recorded in '{run_copy / 'checkpoints' / 'manifest.json'}' when training wrote it" in error, error
-        assert f"the last checkpoint '{last}' is intact: use --checkpoint last" in error, error
-    assert not (run_copy.parent / "export").exists()
-    capsys.readouterr()
-    assert main(["evaluate", "--run-dir", str(run_copy), "--checkpoint", "last", "--split", "test"]) == 0
-    assert json.loads(capsys.readouterr().out)["test"]["num_queries"] > 0  # the suggestion works
+    assert_damaged_best_is_refused_and_last_works(
+        run_copy, capsys, 2, f"checkpoint '{best}' is damaged: its sha256 is ",
+        f"recorded in '{run_copy / 'checkpoints' / 'manifest.json'}' when training wrote it")
 
     flip_weight_byte(last)
     error = error_of(capsys, "evaluate", "--run-dir", run_copy, "--checkpoint", "last")
