@@ -9,6 +9,7 @@ Selection is on validation NDCG@10; test is recorded.
 
     .venv/bin/python bench/bench_soft_targets.py --dataset lastfm_small --seeds 0 1 2
     .venv/bin/python bench/bench_soft_targets.py --dataset lastfm_small --variants base popularity --epochs 1 --steps 3
+    .venv/bin/python bench/bench_soft_targets.py --variants ckd/a0.7/t6 ckd/a0.3/t1 --seeds 0   # the α/T grid
 """
 
 from __future__ import annotations
@@ -52,6 +53,36 @@ PAPER = {"lastfm_small": {"gru": {"base": (16.683, 10.081)}, "sasrec": {"base": 
                                                                        "best_distillation": (21.131, 12.472)}}}
 
 
+def parse_variant(name: str) -> tuple[list[str], list[str]]:
+    """A variant name -> (base loss overrides, soft-target overrides). ``NAME`` is a key of
+    :data:`VARIANTS`; ``NAME/aALPHA/tT`` (either part optional) sets ``soft_target.alpha`` and
+    ``soft_target.temperature`` on it: the papers' grids (SoftRec α 0.1–1, T 1–10; CSRec T ∈ {1, 3, 6, 9})."""
+    key, *parts = name.split("/")
+    if key not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}: the base of a name is one of {', '.join(VARIANTS)}")
+    loss, soft = VARIANTS[key]
+    if parts and not soft:
+        raise SystemExit(f"variant {name!r}: {key!r} has no soft target to set alpha/temperature on")
+    settings = {}
+    for part in parts:
+        field = {"a": "alpha", "t": "temperature"}.get(part[:1])
+        try:
+            value = float(part[1:])
+        except ValueError:
+            field = None
+        if field is None:
+            raise SystemExit(f"variant {name!r}: part {part!r} is neither aALPHA nor tTEMPERATURE")
+        settings[field] = value
+    soft = [s for s in soft if s.split("=")[0].removeprefix("soft_target.") not in settings]
+    soft += [f"soft_target.{field}={value:g}" for field, value in settings.items()]
+    return loss, soft
+
+
+def teacher_variant(name: str) -> str:
+    """The base run a variant's teachers come from."""
+    return "ssm_base" if name.startswith("ssm_") else "base"
+
+
 def run_dir(out_root: Path, dataset: str, tower: str, variant: str, seed: int) -> Path:
     return out_root / dataset / tower / variant / f"seed{seed}"
 
@@ -60,9 +91,9 @@ def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dic
     from tfsoft.config import load_config
     from tfsoft.train_run import train_run
 
-    loss, soft = VARIANTS[variant]
+    loss, soft = parse_variant(variant)
     other = "sasrec" if tower == "gru" else "gru"
-    base = "ssm_base" if variant.startswith("ssm_") else "base"
+    base = teacher_variant(variant)
     teacher = run_dir(out_root, dataset, tower, base, seed)
     other_teacher = run_dir(out_root, dataset, other, base, seed)
     for needed in ([teacher] if "{teacher}" in " ".join(soft) else []) + \
@@ -86,7 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="lastfm_small", choices=list(DATA))
     parser.add_argument("--towers", nargs="+", default=list(TOWERS), choices=list(TOWERS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                        help=f"{', '.join(VARIANTS)}; NAME/aALPHA/tT sets α and T (e.g. ckd/a0.7/t6)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (smoke runs only)")
@@ -96,7 +128,9 @@ def main() -> None:
     out = Path(args.out or f"bench/results/soft_targets_{OUT_NAMES[args.dataset]}.json")
     state = json.loads(out.read_text()) if out.is_file() else {}
     # base runs first: the distillation variants read them as teachers
-    order = sorted(args.variants, key=lambda name: not VARIANTS[name][1] == [])
+    for name in args.variants:
+        parse_variant(name)  # unknown names fail before any training
+    order = sorted(args.variants, key=lambda name: bool(parse_variant(name)[1]))
     for variant in order:
         for tower in args.towers:
             for seed in args.seeds:

@@ -293,8 +293,13 @@ class TwoTowerModel(keras.Model):
     def fit(self, *args, validation_data=None, callbacks=None, **kwargs):
         """Keras ``fit``; ``validation_data`` may also be a :class:`tfsoft.validation.RankingValidation`,
         which then reports full-ranking ``val_recall@K``/``val_ndcg@K``/... every epoch, before any
-        other callback reads the logs (so EarlyStopping/ModelCheckpoint can monitor them)."""
-        callbacks = list(callbacks or [])
+        other callback reads the logs (so EarlyStopping/ModelCheckpoint can monitor them).
+        A part of the objective with ``on_epoch_begin(model)`` (the loss, or its soft-target
+        ``source``, e.g. ``neighbour``'s θ′ snapshot) is called at every epoch start."""
+        parts = (self.retrieval_loss, getattr(self.retrieval_loss, "source", None))
+        callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None, part=part:
+                                                    part.on_epoch_begin(self))
+                     for part in parts if callable(getattr(part, "on_epoch_begin", None))] + list(callbacks or [])
         if isinstance(validation_data, keras.callbacks.Callback):  # e.g. RankingValidation
             callbacks.insert(0, validation_data)
             validation_data = getattr(validation_data, "loss_data", None)
