@@ -1,5 +1,5 @@
 """Soft targets against their base, per backbone (issue 13): SoftRec's label smoothing, POP+ and
-distillation from a teacher run (SKD: a base run of the same tower; CKD: of the other tower),
+the neighbour source (CSN), distillation from a teacher run (SKD: a base run of the same tower; CKD: of the other tower),
 on full softmax and on in-batch SSM, beside the CSRec paper's Base and SoftRec columns.
 
 Every run is ``tfsoft train`` (:func:`tfsoft.train_run.train_run`) into
@@ -42,6 +42,9 @@ VARIANTS = {
                    "soft_target.temperature=3"]),
     "ckd": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
                    "soft_target.temperature=3"]),
+    "neighbour": (FULL, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
+                         "soft_target.num_neighbours=10"]),
+    "desorec": (FULL, ["soft_target=desorec", "soft_target.teacher_runs=[{teacher}]"]),
     "ssm_base": (SSM, []),
     "ssm_popularity": (SSM, ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"]),
     "ssm_skd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
