@@ -1,5 +1,5 @@
-"""The serving benchmark's pieces on tiny catalogs (bench/bench_serving.py; the full run writes
-bench/results/serving.json)."""
+"""The serving benchmarks' pieces on tiny catalogs (bench/bench_serving.py and
+bench/bench_serving_load.py; the full runs write bench/results/serving.json and serving_load.json)."""
 
 import importlib.util
 import json
@@ -11,12 +11,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_serving", ROOT / "bench" / "bench_serving.py")
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("bench_serving")
+
+
+@pytest.fixture(scope="module")
+def load_bench():
+    return _load("bench_serving_load")
 
 
 def test_synthetic_data_is_normalised_clustered_and_exact_search_matches_numpy(bench):
@@ -65,7 +74,46 @@ def test_quick_run_writes_json_with_rest_latency(bench, tmp_path):
     assert written["index"][0]["items"] == 2000 and set(bench.KINDS) <= set(written["index"][0])
     rest = written["rest"]["synthetic_2k"]
     for kind in bench.KINDS:
-        assert rest[kind]["requests"] == 5 and 0 < rest[kind]["p50_ms"] <= rest[kind]["p99_ms"]
+        result = rest[kind]
+        assert result["server"] == "process" and result["requests"] == 5
+        assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] and result["server_rss_mb"] > 0
+        stages = result["breakdown"]["stages"]
+        assert set(stages) == {"parse_validate", "model_call", "serialise", "total", "query_tower"}
+        assert stages["total"]["mean_ms"] == pytest.approx(sum(stages[name]["mean_ms"] for name in
+                                                               ("parse_validate", "model_call", "serialise")))
+        assert "http_overhead" in result["breakdown"] and result["export"]["warmup_records"] == 100
+        assert result["in_process_server"]["server"] == "thread" and result["in_process_server"]["requests"] == 5
     assert rest["scann"]["export"]["recall@100"] >= 0.9
     assert "shared machine" in written["note"].lower() and "iid" in written["data"]["iid_note"]
     assert "brute_force" in bench.table(payload)
+
+
+def test_load_benchmark_smoke(load_bench, tmp_path):
+    """4 clients for 2 s against tfsoft serve (its own process), a version swap after 0.6 s: every valid
+    request answered by one version, every invalid one its 4xx, the server's RSS read from /proc."""
+    out = tmp_path / "serving_load.json"
+    payload = load_bench.main(["--quick", "--clients", "4", "--seconds", "2", "--warmup-seconds", "0.3",
+                               "--out", str(out)])
+    assert json.loads(out.read_text())["result"]["requests_total"] == payload["result"]["requests_total"]
+    result = payload["result"]
+    assert result["clients"] == 4 and result["valid_requests"] > 20 and result["invalid_requests"] > 0
+    assert result["failed_valid_requests"] == 0 and result["status_5xx"] == 0, result["failed_valid_examples"]
+    assert result["invalid_unexpected_status"] == 0 and result["invalid_4xx"] == result["invalid_requests"]
+    assert set(result["answers_by_version"]) <= {"1", "2"} and result["version_first_answer"] == 1
+    assert result["swap"]["versions_written"]["2"]["published_s"] < 2
+    assert result["memory"]["rss_start_mib"] > 0 and result["memory"]["rss_end_mib"] > 0
+    assert result["server"]["exit_status_after_sigterm"] == 0 and result["server"]["log_traceback_lines"] == 0
+    assert result["latency_valid"]["p50_ms"] <= result["latency_valid"]["p99_ms"]
+    assert payload["acceptance"]["clients_at_least_64"] is False and payload["acceptance"]["all"] is False
+    assert "load_average_end" in payload["machine"]
+
+
+def test_answer_version_reads_the_version_from_the_item_ids(load_bench):
+    offset = load_bench.VERSION_ID_OFFSET
+    answer = lambda ids: json.dumps({"outputs": {"item_ids": [ids], "scores": [[0.0] * len(ids)]}}).encode()
+    assert load_bench.answer_version(answer([3, 1, 2]), k=3) == 1
+    assert load_bench.answer_version(answer([offset + 3, offset + 1, -1]), k=3) == 2
+    with pytest.raises(ValueError, match="versions"):
+        load_bench.answer_version(answer([3, offset + 1, 2]), k=3)
+    with pytest.raises(ValueError, match="item ids"):
+        load_bench.answer_version(answer([3, 1]), k=3)

@@ -4,17 +4,19 @@
 base path, replays each one's ``assets.extra/tf_serving_warmup_requests`` before serving it,
 and polls the base path every ``poll_seconds``: a new version is loaded and warmed up in the
 background and then swapped in atomically; versions that fall out of the window are
-unloaded. A version that fails to load is reported in the status (state ``END`` with its
-error) and passed over for the next older one, while the versions already loaded keep
-serving. Like TF Serving's file-system source, later polls try it again, but only once its
-directory changed (a stat signature of every file and folder in it: names, sizes, mtimes,
-ctimes, inodes): a broken export that stays broken costs one stat walk per poll and one log
-line, and a fixed one (files copied in later, even with ``cp -r``, which is not atomic) is
-served on the first poll that can load it.
+unloaded, and their memory freed at once (a full garbage collection: a loaded SavedModel is
+held in reference cycles). A version that fails to load is reported in the status (state
+``END`` with its error) and passed over for the next older one, while the versions already
+loaded keep serving. Like TF Serving's file-system source, later polls try it again, but
+only once its directory changed (a stat signature of every file and folder in it: names,
+sizes, mtimes, ctimes, inodes): a broken export that stays broken costs one stat walk per
+poll and one log line, and a fixed one (files copied in later, even with ``cp -r``, which is
+not atomic) is served on the first poll that can load it.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -87,6 +89,7 @@ class ModelRepository:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._collect_pending = False  # a version was unloaded at the last refresh
 
     # ------------------------------------------------------------------ loading
     def refresh(self) -> list[int]:
@@ -117,10 +120,19 @@ class ModelRepository:
                 served += 1
         with self._lock:
             keep = set(sorted(self._loaded)[-self.num_versions:])
-            for version in [v for v in self._loaded if v not in keep]:
+            unloaded = [v for v in self._loaded if v not in keep]
+            for version in unloaded:
                 del self._loaded[version]
                 log.info("model %s: unloaded version %d", self.name, version)
-            return sorted(self._loaded)
+            loaded_now = sorted(self._loaded)
+        if unloaded or self._collect_pending:
+            # A loaded SavedModel is a web of reference cycles: dropping it frees nothing until Python's next
+            # full collection, which may come only after several more versions were loaded (each one's
+            # variables held twice meanwhile). Collect now, and once more at the next refresh for a version
+            # that requests still in flight held on to.
+            gc.collect()
+            self._collect_pending = bool(unloaded)
+        return loaded_now
 
     def _load(self, version: int, signature: Optional[tuple] = None) -> bool:
         path = self.base_path / str(version)
