@@ -159,3 +159,22 @@ def test_training_with_a_soft_target_runs_and_differs_from_the_base():
     plain = train(parse_config(base))
     assert np.isfinite(soft.history["loss"][0])
     assert soft.history["loss"][0] != pytest.approx(plain.history["loss"][0], rel=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 1.0])
+def test_fused_soft_cross_entropy_equals_the_two_term_loss(data, alpha):
+    """Without a student temperature the loss is one softmax cross-entropy with the mixed label
+    (1 − α)·onehot + α·d; it equals the two-term form (soft_target_loss, reached by setting the
+    student temperature to τ, ratio 1) with masks, logQ and onehot mixing."""
+    query, catalog = data
+    positive_ids = np.array([2, 5, 2, 8])
+    tau = 0.2
+    ids = tf.constant(positive_ids, tf.int64)
+
+    def loss(student_temperature):
+        objective = SoftTargetLoss(InBatchSoftmax(temperature=tau, log_q=True), PopularityTarget(temperature=3.0),
+                                   alpha=alpha, student_temperature=student_temperature)
+        return objective.per_example(tf.constant(query), tf.gather(tf.constant(catalog), ids), ids,
+                                     CountingContext(catalog)).numpy()
+
+    np.testing.assert_allclose(loss(None), loss(tau), rtol=1e-5, atol=1e-6)

@@ -87,6 +87,15 @@ class SoftTargetLoss(RetrievalLoss):
         target = self.source.target(scored, source)
         if self.source.onehot_weight:
             target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)
+        if self.student_temperature is None:
+            # H is linear in the target: (1 − α)·CE(onehot) + α·H(d, p) = H((1 − α)·onehot + α·d, p),
+            # one fused softmax cross-entropy over the base's (corrected, masked) logits instead of
+            # two masked log-softmaxes (bench/bench_soft_target_overhead.py)
+            onehot = tf.one_hot(tf.cast(scored.positive_index, tf.int32), tf.shape(scored.logits)[-1],
+                                dtype=scored.logits.dtype)
+            alpha = tf.cast(self.alpha, scored.logits.dtype)
+            labels = tf.stop_gradient((1 - alpha) * onehot + alpha * tf.cast(target, scored.logits.dtype))
+            return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=scored.logits)
         return soft_target_loss(scored.scores(), scored.positive_index, target, self.alpha, student_mask=keep,
                                 student_temperature=self.student_temperature,
                                 base_temperature=self.base.temperature,

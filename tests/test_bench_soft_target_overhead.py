@@ -1,0 +1,110 @@
+"""The soft-target overhead benchmark's smoke run (bench/bench_soft_target_overhead.py; the full run
+writes bench/results/soft_target_overhead.json)."""
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_soft_target_overhead",
+                                                  ROOT / "bench" / "bench_soft_target_overhead.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_every_key(bench, tmp_path):
+    out = tmp_path / "overhead.json"
+    started = time.perf_counter()
+    bench.main(["--quick", "--out", str(out)])
+    assert time.perf_counter() - started < 30
+    result = json.loads(out.read_text())
+    assert {"benchmark", "command", "machine", "timing", "targets", "lastfm", "synthetic", "targets_met",
+            "all_targets_met"} <= set(result)
+    assert result["quick"] is True and "--quick" in result["command"]
+    assert {"cpus", "tensorflow", "date"} <= set(result["machine"])
+
+    teacher = result["lastfm"]["teachers"]["sasrec"]
+    assert teacher["trained_here"] and Path(teacher["run"]).parent == tmp_path / "overhead_runs"
+    group = result["lastfm"]["results"]["sasrec"]["in_batch"]
+    assert set(group["times"]) == {"base", "label_smoothing", "popularity", "teacher", "teacher_forward"}
+    for times in group["times"].values():
+        assert len(times["wall_ms"]) == len(times["cpu_ms"]) == 2  # quick: 2 repeats
+        assert times["median_ms"] > 0 and times["warmup_seconds"] > 0
+    for name in ("label_smoothing", "popularity", "teacher"):
+        assert {"of_medians", "median_of_paired", "of_minimums", "per_repeat",
+                "cpu_of_medians"} <= set(group["overhead"][name])
+    checks = group["targets_met"]
+    assert set(checks) == {"label_smoothing_overhead_le_10pct", "popularity_overhead_le_10pct",
+                           "label_smoothing_overhead_le_10pct_paired", "popularity_overhead_le_10pct_paired",
+                           "teacher_le_base_plus_forward_plus_10pct_of_forward",
+                           "teacher_le_110pct_of_base_plus_forward"}
+    assert all(isinstance(value, bool) for value in checks.values())
+    assert group["teacher"]["teacher_forward_ms"] == group["times"]["teacher_forward"]["median_ms"]
+    assert result["targets_met"] == {"sasrec/in_batch": checks}
+
+    synthetic = result["synthetic"]
+    assert set(synthetic["results"]) == set(bench.SYNTHETIC_VARIANTS)
+    for variant in synthetic["results"].values():
+        assert variant["median_ms"] > 0 and len(variant["wall_ms"]) == 2
+        assert variant["peak_rss_mib"] >= variant["rss_before_first_step_mib"] > 0
+    assert {"full_over_in_batch_step_time_with_soft_targets", "popularity_overhead_full_softmax",
+            "popularity_overhead_in_batch"} <= set(synthetic["comparison"])
+
+
+def test_overheads_and_proc_status(bench):
+    times = {"base": {"wall_ms": [10.0, 20.0], "median_ms": 15.0, "min_ms": 10.0, "median_cpu_ms": 30.0},
+             "x": {"wall_ms": [11.0, 30.0], "median_ms": 20.5, "min_ms": 11.0, "median_cpu_ms": 33.0}}
+    result = bench.overhead(times, "x")
+    assert result["of_medians"] == pytest.approx(20.5 / 15 - 1)
+    assert result["per_repeat"] == pytest.approx([0.1, 0.5])
+    assert result["median_of_paired"] == pytest.approx(0.3)
+    assert result["of_minimums"] == pytest.approx(0.1)
+    assert result["cpu_of_medians"] == pytest.approx(0.1)
+    if Path("/proc/self/status").is_file():
+        assert bench.proc_status_kib("VmHWM") >= bench.proc_status_kib("VmRSS") > 0
+    assert bench.proc_status_kib("NoSuchField") is None
+
+
+def test_shared_restriction_equals_the_per_row_one(rng):
+    """tfsoft.teachers.sources.restrict_shared (the cheaper restriction the overhead benchmark
+    motivated) gives restrict()'s target: masks that drop duplicates of an item, OOV at −inf,
+    a [1, M] logQ correction, and the per-row fallback."""
+    import numpy as np
+
+    from tfsoft.backend import tf
+    from tfsoft.losses.logits import MASKED_LOGIT
+    from tfsoft.losses.soft_target_objective import restrict
+    from tfsoft.losses.softmax import CandidateLogits
+    from tfsoft.teachers.sources import restrict_shared
+
+    batch, items = 6, 9
+    ids = np.r_[0, rng.integers(1, items, 11), 3, 3]  # column 0: OOV; item 3 repeated
+    per_item = np.r_[-np.inf, rng.normal(size=items - 1) * 3]
+    target_logits = tf.constant(per_item[ids], tf.float32)
+    log_count = tf.constant(rng.normal(size=items)[ids][np.newaxis], tf.float32)  # the same per item
+    masked = np.zeros((batch, len(ids)), bool)
+    masked[:, 0] = True  # OOV column
+    masked[1, -1] = masked[2, -2] = masked[3, [-1, -2]] = True  # duplicates: a copy of item 3 stays
+    logits = np.where(masked, MASKED_LOGIT, rng.normal(size=masked.shape)).astype(np.float32)
+    scored = CandidateLogits(tf.constant(logits), tf.zeros([batch], tf.int32), tf.constant(ids), log_count)
+    expected = restrict(target_logits, scored).numpy()
+    got = restrict_shared(target_logits, scored).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
+    assert (got[masked] == 0).all()
+    # without a correction, and with a per-row one (the general path)
+    bare = CandidateLogits(tf.constant(logits), tf.zeros([batch], tf.int32), tf.constant(ids))
+    np.testing.assert_allclose(restrict_shared(target_logits, bare).numpy(), restrict(target_logits, bare).numpy(),
+                               rtol=1e-5, atol=1e-7)
+    per_row = CandidateLogits(tf.constant(logits), tf.zeros([batch], tf.int32), tf.constant(ids),
+                              tf.constant(rng.normal(size=masked.shape), tf.float32))
+    np.testing.assert_array_equal(restrict_shared(target_logits, per_row).numpy(),
+                                  restrict(target_logits, per_row).numpy())
