@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
-from tfsoft.losses.objectives import RetrievalLoss, SoftmaxObjective
+from tfsoft.losses.soft_target_objective import OverSoftmaxCandidates
 from tfsoft.losses.soft_targets import decoupled_soft_target_loss
 
 
@@ -37,7 +37,7 @@ def decoupled_parts(source, scored, context):
 
 
 @dataclass(frozen=True)
-class DecoupledSoftTargetLoss(RetrievalLoss):
+class DecoupledSoftTargetLoss(OverSoftmaxCandidates):
     """``base``'s candidates and logits with DeSoRec's decoupled loss (module docstring).
 
     Attributes:
@@ -47,28 +47,16 @@ class DecoupledSoftTargetLoss(RetrievalLoss):
         lambda2: λ2, the weight of the binary term (DeSoRec's script: 0.7).
     """
 
-    base: SoftmaxObjective
-    source: object
     lambda1: float = 0.3
     lambda2: float = 0.7
     name = "desorec"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base, SoftmaxObjective):
-            raise ConfigError(f"soft targets need a softmax loss (full_softmax, sampled_softmax or in_batch); "
-                              f"got {type(self.base).__name__}")
+        super().__post_init__()
         for key in ("lambda1", "lambda2"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
                 raise ConfigError(f"soft_target.{key} must be in (0, 1]; got {value!r}")
-
-    @property
-    def frequency(self) -> str:
-        """The base objective's item-frequency source (the model builds a streaming estimator for it)."""
-        return getattr(self.base, "frequency", "counts")
-
-    def samplers(self):
-        return self.base.samplers()
 
     def per_example(self, query, positive, positive_ids, source):
         scored = self.base.candidate_logits(query, positive, positive_ids, source)

@@ -50,7 +50,35 @@ def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
 
 
 @dataclass(frozen=True)
-class SoftTargetLoss(RetrievalLoss):
+class OverSoftmaxCandidates(RetrievalLoss):
+    """A loss over a softmax objective's own candidates and logits, with a target source: the
+    base's samplers and frequency estimator are its own (:class:`SoftTargetLoss`,
+    :class:`tfsoft.losses.decoupled_objective.DecoupledSoftTargetLoss`).
+
+    Attributes:
+        base: a softmax objective (full, sampled or in-batch).
+        source: a :class:`TargetSource`.
+    """
+
+    base: SoftmaxObjective
+    source: TargetSource
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, SoftmaxObjective):
+            raise ConfigError(f"soft targets need a softmax loss (full_softmax, sampled_softmax or in_batch); "
+                              f"got {type(self.base).__name__}")
+
+    @property
+    def frequency(self) -> str:
+        """The base objective's item-frequency source (the model builds a streaming estimator for it)."""
+        return getattr(self.base, "frequency", "counts")
+
+    def samplers(self):
+        return self.base.samplers()
+
+
+@dataclass(frozen=True)
+class SoftTargetLoss(OverSoftmaxCandidates):
     """``base`` plus a soft target from ``source`` over the base's candidates (module docstring).
 
     Attributes:
@@ -60,26 +88,14 @@ class SoftTargetLoss(RetrievalLoss):
         student_temperature: T of the student in the soft term; None = the base's logits.
     """
 
-    base: SoftmaxObjective
-    source: TargetSource
     alpha: float = 0.5
     student_temperature: float | None = None
     name = "soft_target"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base, SoftmaxObjective):
-            raise ConfigError(f"soft targets need a softmax loss (full_softmax, sampled_softmax or in_batch); "
-                              f"got {type(self.base).__name__}")
+        super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"soft_target.alpha must be in [0, 1]; got {self.alpha!r}")
-
-    @property
-    def frequency(self) -> str:
-        """The base objective's item-frequency source (the model builds a streaming estimator for it)."""
-        return getattr(self.base, "frequency", "counts")
-
-    def samplers(self):
-        return self.base.samplers()
 
     def per_example(self, query, positive, positive_ids, source):
         scored = self.base.candidate_logits(query, positive, positive_ids, source)
