@@ -103,3 +103,15 @@ def history_run(tmp_path_factory):
 def user_run(tmp_path_factory):
     """A trained run with an ID query tower (serving input ``user_id``; precomputed user vectors)."""
     return train_small_run(tmp_path_factory.mktemp("runs") / "user", "model.query_tower=id")
+
+
+#: a 3-step, d = 8 training: the teacher/base runs of the soft-target tests and their students
+TINY_TRAINING = ("train.epochs=1", "train.steps_per_epoch=3", "model.embedding_dim=8")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run of the default config trained for 3 steps at d = 8 (:data:`TINY_TRAINING`): the
+    teacher of ``tests/test_teacher.py`` and the DeSoRec base of ``tests/test_desorec_target.py``.
+    Tests that move it away put it back."""
+    return train_small_run(tmp_path_factory.mktemp("runs") / "tiny", *TINY_TRAINING)

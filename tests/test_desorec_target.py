@@ -18,6 +18,8 @@ from tfsoft.losses.softmax import CandidateLogits
 from tfsoft.teachers import desorec
 from tfsoft.teachers.desorec import DesorecTarget, NodeTargets, build_node_targets, node_keys
 
+from tests.conftest import TINY_TRAINING
+
 MASKED = -1e9
 
 
@@ -327,16 +329,12 @@ def test_desorec_section_validation():
             parse_config({"soft_target": {"name": "desorec", **raw}})
 
 
-BASE = ["train.epochs=1", "train.steps_per_epoch=3", "model.embedding_dim=8"]
+BASE = list(TINY_TRAINING)
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    from tfsoft.train_run import train_run
-
-    run_dir = tmp_path_factory.mktemp("desorec_base") / "run"
-    train_run(load_config("configs/lastfm_in_batch.yaml", BASE), run_dir)
-    return run_dir
+@pytest.fixture
+def base_run(tiny_run):
+    return tiny_run
 
 
 def test_a_student_trains_with_desorec_records_the_base_and_evaluates_without_it(base_run, tmp_path):

@@ -10,16 +10,14 @@ import pytest
 from tfsoft.config import load_config, parse_config
 from tfsoft.errors import ConfigError
 
-BASE = ["train.epochs=1", "train.steps_per_epoch=3", "model.embedding_dim=8"]
+from tests.conftest import TINY_TRAINING
+
+BASE = list(TINY_TRAINING)
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    from tfsoft.train_run import train_run
-
-    run_dir = tmp_path_factory.mktemp("teacher") / "run"
-    train_run(load_config("configs/lastfm_in_batch.yaml", BASE), run_dir)
-    return run_dir
+@pytest.fixture
+def teacher_run(tiny_run):
+    return tiny_run
 
 
 def _student(teacher_run, *extra):
