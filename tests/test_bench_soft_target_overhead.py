@@ -3,7 +3,6 @@ writes bench/results/soft_target_overhead.json)."""
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,7 @@ def bench():
 
 def test_quick_run_writes_every_key(bench, tmp_path):
     out = tmp_path / "overhead.json"
-    started = time.perf_counter()
     bench.main(["--quick", "--out", str(out)])
-    assert time.perf_counter() - started < 30
     result = json.loads(out.read_text())
     assert {"benchmark", "command", "machine", "timing", "targets", "lastfm", "synthetic", "targets_met",
             "all_targets_met"} <= set(result)
@@ -71,40 +68,3 @@ def test_overheads_and_proc_status(bench):
     if Path("/proc/self/status").is_file():
         assert bench.proc_status_kib("VmHWM") >= bench.proc_status_kib("VmRSS") > 0
     assert bench.proc_status_kib("NoSuchField") is None
-
-
-def test_shared_restriction_equals_the_per_row_one(rng):
-    """tfsoft.teachers.sources.restrict_shared (the cheaper restriction the overhead benchmark
-    motivated) gives restrict()'s target: masks that drop duplicates of an item, OOV at −inf,
-    a [1, M] logQ correction, and the per-row fallback."""
-    import numpy as np
-
-    from tfsoft.backend import tf
-    from tfsoft.losses.logits import MASKED_LOGIT
-    from tfsoft.losses.soft_target_objective import restrict
-    from tfsoft.losses.softmax import CandidateLogits
-    from tfsoft.teachers.sources import restrict_shared
-
-    batch, items = 6, 9
-    ids = np.r_[0, rng.integers(1, items, 11), 3, 3]  # column 0: OOV; item 3 repeated
-    per_item = np.r_[-np.inf, rng.normal(size=items - 1) * 3]
-    target_logits = tf.constant(per_item[ids], tf.float32)
-    log_count = tf.constant(rng.normal(size=items)[ids][np.newaxis], tf.float32)  # the same per item
-    masked = np.zeros((batch, len(ids)), bool)
-    masked[:, 0] = True  # OOV column
-    masked[1, -1] = masked[2, -2] = masked[3, [-1, -2]] = True  # duplicates: a copy of item 3 stays
-    logits = np.where(masked, MASKED_LOGIT, rng.normal(size=masked.shape)).astype(np.float32)
-    scored = CandidateLogits(tf.constant(logits), tf.zeros([batch], tf.int32), tf.constant(ids), log_count)
-    expected = restrict(target_logits, scored).numpy()
-    got = restrict_shared(target_logits, scored).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
-    assert (got[masked] == 0).all()
-    # without a correction, and with a per-row one (the general path)
-    bare = CandidateLogits(tf.constant(logits), tf.zeros([batch], tf.int32), tf.constant(ids))
-    np.testing.assert_allclose(restrict_shared(target_logits, bare).numpy(), restrict(target_logits, bare).numpy(),
-                               rtol=1e-5, atol=1e-7)
-    per_row = CandidateLogits(tf.constant(logits), tf.zeros([batch], tf.int32), tf.constant(ids),
-                              tf.constant(rng.normal(size=masked.shape), tf.float32))
-    np.testing.assert_array_equal(restrict_shared(target_logits, per_row).numpy(),
-                                  restrict(target_logits, per_row).numpy())

@@ -283,3 +283,43 @@ def test_restricted_target_converges_to_the_full_catalog_as_the_candidate_set_gr
 def test_bad_arguments_raise_config_error_naming_the_argument(call, name):
     with pytest.raises(ConfigError, match=rf"^{name} must"):
         call()
+
+
+def test_row_shared_logits_take_the_per_column_path_and_give_the_per_row_target(rng):
+    """[C] target logits (label smoothing, popularity) under a [B, C] mask: the per-column path
+    gives the per-row target, with OOV at −inf, duplicates masked, a [1, C] or [C] logQ."""
+    batch, columns = 6, 14
+    logits = np.r_[-np.inf, rng.normal(size=columns - 1) * 3]
+    log_count = rng.normal(size=columns)
+    keep = np.ones((batch, columns), bool)
+    keep[:, 0] = False
+    keep[1, -1] = keep[2, -2] = keep[3, [-1, -2]] = False
+    expected = np_softmax(np.broadcast_to(logits - log_count, keep.shape), keep)
+    for count in (log_count, log_count[np.newaxis]):
+        got = st.restricted_target(t(logits), t(count), t(keep)).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+        assert (got[~keep] == 0).all()
+    # float32 as in training, against the per-row path of the same inputs
+    per_row = st.restricted_target(t(np.broadcast_to(logits, keep.shape).astype(np.float32)),
+                                   t(log_count.astype(np.float32)), t(keep)).numpy()
+    shared = st.restricted_target(t(logits.astype(np.float32)), t(log_count.astype(np.float32)), t(keep)).numpy()
+    np.testing.assert_allclose(shared, per_row, rtol=1e-5, atol=1e-7)
+
+
+def test_row_shared_path_recomputes_rows_that_would_underflow():
+    """A row keeping only values ~200 below the overall maximum sums to 0 with one shared shift
+    (exp(−200) underflows in float32): it is recomputed with its own shift, not left all zeros;
+    a row keeping nothing stays zeros."""
+    logits = np.array([0.0, -200.0, -201.0], np.float32)
+    keep = np.array([[True, True, True], [False, True, True], [False, False, False]])
+    got = st.restricted_target(t(logits), mask=t(keep)).numpy()
+    np.testing.assert_allclose(got[0], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(got[1], [0.0, 1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))], rtol=1e-6)
+    np.testing.assert_array_equal(got[2], [0.0, 0.0, 0.0])
+
+
+def test_add_at_positive_is_values_plus_a_scaled_onehot(rng):
+    values = rng.random((4, 5))
+    positive = np.array([0, 4, 2, 2])
+    got = st.add_at_positive(t(values), t(positive), 0.35).numpy()
+    np.testing.assert_allclose(got, values + 0.35 * np.eye(5)[positive])

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numbers
 from typing import NamedTuple
 
+import numpy as np
+
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses import logits as steps
@@ -88,8 +90,18 @@ def restricted_target(
     ``softmax(t)`` over C (SSM paper §2; Bengio & Senecal 2008), so ``Σ_C d_j f_j`` estimates
     ``E_{j∼d}[f_j]`` consistently. Without a correction (full catalog) it is ``softmax(t)``.
 
+    Two ways to compute it, the same result (``tests/losses/test_soft_targets.py``):
+
+    * **row-shared** logits and correction (``[C]`` or ``[1, C]``: label smoothing, popularity)
+      under a per-row mask: ``exp(t_j − log E[count_j] − shift)`` once per column with the shift
+      the largest finite value over all columns, then per row only the mask and the normaliser
+      (three passes over ``[B, C]``). A row whose kept values all lie so far below the shift that
+      their sum falls under ``sqrt(smallest normal)`` (about 1e-19 in float32) is recomputed with
+      its own shift, so no row underflows to zeros;
+    * otherwise one masked ``softmax`` (masked entries −inf) with all-masked rows set to zeros.
+
     Args:
-        target_logits: [B, C] or [C]; log_expected_count: [B, C] or [C], None = no correction.
+        target_logits: [B, C] or [C]; log_expected_count: [B, C], [1, C] or [C], None = no correction.
         mask: [B, C] or [C] bool, True = keep.
     Returns:
         The broadcast shape of the inputs ([B, C] when any is): non-negative rows summing to 1,
@@ -99,14 +111,38 @@ def restricted_target(
     logits = tf.stop_gradient(target_logits)
     if log_expected_count is not None:
         logits = logits - tf.cast(log_expected_count, logits.dtype)
-    keep = tf.ones_like(logits, tf.bool) if mask is None else tf.cast(mask, tf.bool)
-    shape = tf.broadcast_dynamic_shape(tf.shape(logits), tf.shape(keep))
-    logits, keep = tf.broadcast_to(logits, shape), tf.broadcast_to(keep, shape)
+    if mask is not None and _row_shared(logits) and mask.shape.rank == 2:
+        return _restricted_shared(tf.reshape(logits, [-1]), tf.cast(mask, tf.bool))
+    return _masked_softmax(logits, None if mask is None else tf.cast(mask, tf.bool))
+
+
+def _row_shared(values: tf.Tensor) -> bool:
+    """Statically one row for every example: shape [C] or [1, C]."""
+    return values.shape.rank == 1 or (values.shape.rank == 2 and values.shape[0] == 1)
+
+
+def _masked_softmax(logits: tf.Tensor, keep: tf.Tensor | None) -> tf.Tensor:
+    """``softmax`` over the kept entries (masked: exactly 0); rows with nothing finite kept: zeros."""
+    if keep is not None:
+        logits = tf.where(keep, logits, tf.constant(float("-inf"), logits.dtype))
+    probabilities = tf.nn.softmax(logits, axis=-1)  # an all −inf row is NaN
+    return tf.where(tf.math.is_nan(probabilities), tf.zeros_like(probabilities), probabilities)
+
+
+def _restricted_shared(logits: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """:func:`restricted_target` of [C] logits under a [B, C] mask (its docstring, first case)."""
+    finite = tf.math.is_finite(logits)
     neg_inf = tf.constant(float("-inf"), logits.dtype)
-    row_max = tf.reduce_max(tf.where(keep, logits, neg_inf), axis=-1, keepdims=True)
-    row_max = tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
-    weights = tf.where(keep, tf.exp(tf.where(keep, logits, row_max) - row_max), tf.zeros_like(logits))
-    return tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=-1, keepdims=True))
+    shift = tf.reduce_max(tf.where(finite, logits, neg_inf))
+    shift = tf.where(tf.math.is_finite(shift), shift, tf.zeros_like(shift))
+    column_weights = tf.where(finite, tf.exp(tf.where(finite, logits, shift) - shift), tf.zeros_like(logits))
+    weights = column_weights[tf.newaxis, :] * tf.cast(keep, logits.dtype)  # [B, C], 0 where masked
+    totals = tf.reduce_sum(weights, axis=-1, keepdims=True)
+    floor = tf.constant(float(np.sqrt(np.finfo(logits.dtype.as_numpy_dtype).tiny)), logits.dtype)
+    shared = tf.math.divide_no_nan(weights, totals)
+    return tf.cond(tf.reduce_any(totals < floor),  # a row that underflowed (or keeps nothing): exact path
+                   lambda: tf.where(totals < floor, _masked_softmax(logits[tf.newaxis, :], keep), shared),
+                   lambda: shared)
 
 
 def mix_with_onehot(distribution: tf.Tensor, positive_index: tf.Tensor, weight: float = 0.5) -> tf.Tensor:
@@ -123,6 +159,19 @@ def mix_with_onehot(distribution: tf.Tensor, positive_index: tf.Tensor, weight: 
     distribution = tf.stop_gradient(distribution)
     weight = _as(weight, distribution.dtype)
     return weight * _onehot(positive_index, distribution) + (1 - weight) * distribution
+
+
+def add_at_positive(values: tf.Tensor, positive_index: tf.Tensor, amount: float) -> tf.Tensor:
+    """``values + amount·onehot(y)``: [B, C] values with ``amount`` added at each row's column
+    ``positive_index`` (one scatter, not a dense one-hot and two products).
+
+    Args:
+        values: [B, C]; positive_index: [B] int column of y; amount: a number.
+    """
+    rows = tf.range(tf.shape(values)[0], dtype=tf.int32)
+    indices = tf.stack([rows, tf.cast(positive_index, tf.int32)], axis=1)
+    updates = tf.fill(tf.shape(rows), _as(amount, values.dtype))
+    return tf.tensor_scatter_nd_add(values, indices, updates)
 
 
 def uniform_target_logits(num_candidates, dtype=tf.float32) -> tf.Tensor:

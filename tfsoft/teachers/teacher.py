@@ -86,14 +86,16 @@ class TeacherTarget:
         mixture = None
         for teacher, weight in zip(self.teachers, self.weights):
             query = teacher.encode(context.features, training=False).query  # [N, d], the student's rows
+            tau = getattr(teacher.retrieval_loss, "temperature", 1.0)
+            query = query / tf.cast(tau * self.temperature, query.dtype)  # t/T, scaled on [N, d], not [N, M]
             candidates = prepare_embeddings(teacher.candidate_tower(scored.candidate_ids, training=False),
                                             teacher.similarity)
             if candidates.shape.rank == 2:  # shared columns [M, d]
-                scores = tf.matmul(query, candidates, transpose_b=True)
+                logits = tf.matmul(query, candidates, transpose_b=True)
             else:  # per-example columns [N, M, d]
-                scores = tf.einsum("nd,nmd->nm", query, candidates)
-            tau = getattr(teacher.retrieval_loss, "temperature", 1.0)
-            part = restrict(tf.cast(scores, scored.logits.dtype) / (tau * self.temperature), scored)
-            part = part * (weight / total)
+                logits = tf.einsum("nd,nmd->nm", query, candidates)
+            part = restrict(tf.cast(logits, scored.logits.dtype), scored)
+            if len(self.teachers) > 1:
+                part = part * (weight / total)
             mixture = part if mixture is None else mixture + part
         return tf.stop_gradient(mixture)
