@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from tfsoft.config import RECIPE_KEYS, apply_overrides, load_config, parse_config
+from tfsoft.config import OPTIONAL_RECIPE_KEYS, RECIPE_KEYS, apply_overrides, load_config, parse_config
 from tfsoft.errors import ConfigError
 from tfsoft.losses.sections import LOSSES, LossSection
 from tfsoft.registry import Component, Registry
@@ -211,13 +211,20 @@ def test_unset_recipe_keys_take_the_query_towers_recipe():
     class Recipe(LastItemsSection):
         name: Literal["test_recipe"] = "test_recipe"
         recipe: ClassVar[dict] = {"max_history": 7, "example_mode": "position", "embedding_dim": 24,
-                                  "learning_rate": 0.02, "batch_size": 96}
+                                  "learning_rate": 0.02, "batch_size": 96, "temperature": 0.07}
 
     QUERY_TOWERS.register(Recipe)
     try:
         config = parse_config({"model": {"query_tower": "test_recipe"}})
         assert (config.data.max_history, config.data.example_mode, config.model.embedding_dim,
                 config.train.learning_rate, config.train.batch_size) == (7, "position", 24, 0.02, 96)
+        # an optional key: the softmax losses' temperature, unless the config sets it
+        assert config.loss.temperature == 0.07
+        assert parse_config({"model": {"query_tower": "test_recipe"},
+                             "loss": {"name": "full_softmax"}}).loss.temperature == 0.07
+        assert parse_config({"model": {"query_tower": "test_recipe"},
+                             "loss": {"name": "in_batch", "temperature": 0.1}}).loss.temperature == 0.1
+        assert not hasattr(parse_config({"model": {"query_tower": "test_recipe"}, "loss": "bpr"}).loss, "temperature")
         explicit = parse_config({"model": {"query_tower": "test_recipe"}, "data": {"max_history": 30},
                                  "train": {"learning_rate": 0.001, "batch_size": 512}})
         # what a config sets wins
@@ -227,8 +234,9 @@ def test_unset_recipe_keys_take_the_query_towers_recipe():
         assert "max_history: 7" in config_to_yaml(config)  # the run records the resolved value
     finally:
         QUERY_TOWERS.unregister("test_recipe")
-    for name in QUERY_TOWERS.names():  # every registered tower has a complete recipe
-        assert set(QUERY_TOWERS.get(name).recipe) == {key for _, key in RECIPE_KEYS}
+    required, optional = {key for _, key in RECIPE_KEYS}, {key for _, key in OPTIONAL_RECIPE_KEYS}
+    for name in QUERY_TOWERS.names():  # every registered tower has a complete recipe, and no unknown key
+        assert required <= set(QUERY_TOWERS.get(name).recipe) <= required | optional, name
 
 
 def test_sequential_towers_default_to_their_measured_recipes():
@@ -236,7 +244,7 @@ def test_sequential_towers_default_to_their_measured_recipes():
     gru = parse_config({"model": {"query_tower": "gru"}})
     assert (gru.model.query_tower.num_layers, gru.model.query_tower.dropout) == (1, 0.2)
     assert (gru.data.example_mode, gru.data.max_history, gru.model.embedding_dim, gru.train.learning_rate,
-            gru.train.batch_size) == ("window", 50, 128, 3e-3, 128)
+            gru.train.batch_size, gru.loss.temperature) == ("window", 50, 128, 3e-3, 128, 0.05)
     sasrec = parse_config({"model": {"query_tower": "sasrec"}})
     tower = sasrec.model.query_tower
     assert (tower.num_blocks, tower.num_heads, tower.dropout) == (2, 2, 0.1)

@@ -165,6 +165,9 @@ class DistributeConfig(_Section):
 #: the keys a query tower's recipe fills when a config leaves them unset
 RECIPE_KEYS = (("data", "max_history"), ("data", "example_mode"), ("model", "embedding_dim"),
                ("train", "learning_rate"), ("train", "batch_size"))
+#: keys a recipe may fill: set only when the recipe names them and the config's section has the
+#: key and leaves it unset (``loss.temperature`` of the softmax losses; BPR has none)
+OPTIONAL_RECIPE_KEYS = (("loss", "temperature"),)
 
 
 class Config(_Section):
@@ -198,11 +201,16 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _tower_recipe(self):
-        """Keys left unset take the query tower's recipe (:attr:`QueryTowerSection.recipe`)."""
+        """Keys left unset take the query tower's recipe (:attr:`QueryTowerSection.recipe`): every
+        key of :data:`RECIPE_KEYS`, and those of :data:`OPTIONAL_RECIPE_KEYS` the recipe names."""
         recipe = self.model.query_tower.recipe
         for section, key in RECIPE_KEYS:
             if getattr(getattr(self, section), key) is None:
                 setattr(getattr(self, section), key, recipe[key])
+        for section, key in OPTIONAL_RECIPE_KEYS:
+            target = getattr(self, section)
+            if key in recipe and key in type(target).model_fields and key not in target.model_fields_set:
+                setattr(target, key, recipe[key])
         return self
 
     @model_validator(mode="after")
