@@ -85,10 +85,15 @@ def build_model(config: Config, prepared: PreparedData, *, soft_target: bool = T
     loss = config.loss.build()
     if soft_target and config.soft_target is not None:
         loss = config.soft_target.wrap(loss, config, prepared)
-    return TwoTowerModel(query, candidate, loss, num_items=prepared.items.num_indices,
-                         item_counts=prepared.item_counts, similarity=config.model.similarity,
-                         score_similarity=config.model.score_similarity, seed=config.train.seed,
-                         dense_gradients=config.train.dense_gradients)
+    arguments = dict(num_items=prepared.items.num_indices, item_counts=prepared.item_counts,
+                     similarity=config.model.similarity, score_similarity=config.model.score_similarity,
+                     seed=config.train.seed, dense_gradients=config.train.dense_gradients)
+    # An objective with its own training step (til: two optimizers and a look-ahead, and the
+    # training pairs its step reads) builds its TwoTowerModel subclass itself.
+    make_model = getattr(loss, "make_model", None)
+    if make_model is not None:
+        return make_model(query, candidate, prepared, **arguments)
+    return TwoTowerModel(query, candidate, loss, **arguments)
 
 
 def training_examples(config: Config, prepared: PreparedData) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tfsoft.registry import Component, Registry
 
@@ -145,3 +145,56 @@ class BCESection(_PairwiseSection):
     name: Literal["bce"] = "bce"
     num_negatives: int = Field(4, ge=1, description="negatives per positive")
     objective: ClassVar[str] = "BCE"
+
+
+@LOSSES.register
+class TILSection(LossSection):
+    """``til``: BPR with a learned weight per (user, positive, negative) triplet, trained by
+    bilevel optimisation (TIL, Wu et al.; :mod:`tfsoft.til`). Backbones: MF (``id`` towers) and
+    LightGCN; one example per interaction (``data.example_mode: position``)."""
+
+    name: Literal["til"] = "til"
+    strategy: Literal["uni", "multi"] = Field("uni", description="Uni-Interest (Eq. 5) or Multi-Interest (Eq. 6)")
+    num_negatives: int = Field(1, ge=1, description="negatives per positive (1 in the paper)")
+    proposal: Proposal = Field("uniform", description="where negatives come from (the user's items are masked)")
+    num_clusters: int = Field(60, ge=1, description="K item clusters (multi)")
+    alpha: float = Field(1.0, ge=0, description="α of Eq. 6, weight of the cluster terms (multi)")
+    gamma: float = Field(0.01, ge=0, description="γ of Eq. 13, weight of the clustering KL (multi, end_to_end)")
+    inner_lr: float = Field(1e-3, gt=0, description="η_in of the look-ahead Θ' = Θ - η_in ∇J_in (code: 1e-3)")
+    weight_activation: Literal["sigmoid", "softplus"] = Field(
+        "sigmoid", description="generator output: sigmoid (paper, Eq. 3) or softplus (authors' code)")
+    clustering: Literal["end_to_end", "kmeans"] = Field(
+        "end_to_end", description="learned centres, Student-t + KL (paper) or periodic K-means (TIL-MIK, the code)")
+    hidden_units: int = Field(64, ge=1, description="the generator's hidden width")
+    generator_optimizer: Literal["adam", "sgd"] = Field("adam", description="OPT_Λ")
+    generator_learning_rate: float = Field(1e-3, gt=0, description="OPT_Λ's learning rate")
+    detach_state: bool = Field(True, description="the generator's state is a constant of Θ (false: the code)")
+    pretrain_steps: int = Field(500, ge=0, description="steps before K-means initialises the clusters (multi)")
+    refresh_every: int = Field(10, ge=1, description="steps between cluster-membership refreshes (multi)")
+    kmeans_iterations: int = Field(20, ge=1, description="Lloyd iterations per K-means run (multi)")
+    weight_normalisation: Literal["none", "batch_mean"] = Field(
+        "none", description="batch_mean: w / its batch mean (the code's 'norm' trick); none: the paper")
+    weighting: Literal["learned", "uniform"] = Field(
+        "learned", description="uniform: every weight 1, no generator (BPR with the same seen-masked negatives)")
+
+    #: keys that only the Multi-Interest strategy reads
+    multi_keys: ClassVar[tuple[str, ...]] = ("num_clusters", "alpha", "gamma", "clustering", "pretrain_steps",
+                                             "refresh_every", "kmeans_iterations")
+
+    @model_validator(mode="after")
+    def _keys_of_the_strategy(self):
+        if self.strategy == "uni":
+            unread = [key for key in self.multi_keys if key in self.model_fields_set]
+            if unread:
+                raise ValueError(f"key {unread[0]!r} is read only with strategy 'multi'; got strategy 'uni' "
+                                 f"(multi-only keys: {', '.join(self.multi_keys)})")
+        if self.weighting == "uniform" and self.strategy == "multi":
+            raise ValueError("weighting 'uniform' learns no weights, so it has no states: use strategy 'uni'")
+        if self.strategy == "multi" and self.clustering == "kmeans" and "gamma" in self.model_fields_set:
+            raise ValueError("key 'gamma' weighs the end-to-end clustering loss; clustering 'kmeans' has none")
+        return self
+
+    def build(self):
+        from tfsoft.til.objective import TIL
+
+        return TIL(**self.model_dump(exclude={"name"}))
