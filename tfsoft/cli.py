@@ -12,6 +12,9 @@ Commands:
                               write a TF Serving model version (:mod:`tfsoft.export`)
     tfsoft serve --export-dir EXPORT --model-name NAME [--port 8501] [--grpc-port 8500]
                               TF-Serving-compatible REST/gRPC server (:mod:`tfsoft.serving`)
+    tfsoft retrieve --model EXPORT[/VERSION] --input USERS --output OUT [--k K] [--shard i/n]
+                    [--runner local|beam [-- BEAM_OPTIONS]]
+                              top-k of every user to Parquet parts (:mod:`tfsoft.batch`)
 
 Errors in the input (config, data, run directory) print ``tfsoft: error: ...`` and exit 2;
 Ctrl-C during training prints which checkpoints are usable and exits 130.
@@ -194,6 +197,47 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrieve(args: argparse.Namespace) -> int:
+    import logging
+
+    from tfsoft.batch.job import RetrieveOptions
+    from tfsoft.batch.sharding import ShardSpec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam logs every bundle at INFO
+    options = RetrieveOptions(
+        model=args.model, input=args.input, output=args.output, k=args.k, exclude_seen=args.exclude_seen,
+        batch_size=args.batch_size, part_size=args.part_size, shard=ShardSpec.parse(args.shard),
+        signature=args.signature, unknown_users=args.unknown_users, user_column=args.user_column,
+        history_column=args.history_column, overwrite=args.overwrite,
+        progress=False if args.no_progress else None, model_threads=args.model_threads)
+    pipeline_options = [option for option in (args.pipeline_options or []) if option != "--"]
+    if args.runner == "beam":
+        from tfsoft.batch.beam import run_beam
+
+        summary = run_beam(options, pipeline_options, large_model=args.beam_model_copies is not None,
+                           model_copies=args.beam_model_copies)
+    else:
+        if pipeline_options:
+            from tfsoft.errors import ConfigError
+
+            raise ConfigError(f"options after '--' are Beam pipeline options, for --runner beam; got "
+                              f"{' '.join(pipeline_options)}")
+        from tfsoft.batch.job import run_retrieval
+
+        summary = run_retrieval(options)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
+    counts = summary.counts
+    state = ("already complete: nothing to do" if summary.noop else
+             f"{summary.parts_written} parts written, {summary.parts_skipped} already committed")
+    print(f"retrieve shard {summary.shard} -> {summary.output}: {state}; {counts['users_read']:,} users read, "
+          f"{counts['users_written']:,} written, {counts['users_unknown']:,} unknown, {counts['rows_rejected']:,} "
+          f"rejected" + ("" if summary.complete else " (other shards still to finish before _SUCCESS)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfsoft", description="Train, evaluate and serve two-tower retrieval models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -286,6 +330,49 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM/SIGINT: time the requests in flight get to finish before the server exits "
                             "(default 25)")
     serve.set_defaults(handler=_serve)
+
+    retrieve = commands.add_parser(
+        "retrieve", help="top-k items for every user of a file, written to Parquet (batch retrieval)",
+        description="Read users (Parquet or CSV: a file, a directory or a glob) in batches, answer each with the "
+                    "exported SavedModel's own signature, and write Parquet part files (user_id, item_ids, "
+                    "scores, model, model_version, source) committed one by one, rejected rows under "
+                    "_rejects/, and a _SUCCESS manifest. A restarted job skips committed parts; a finished "
+                    "output is left alone. Beam: --runner beam -- --runner=DataflowRunner ...")
+    retrieve.add_argument("--model", required=True, help="export base path (newest version) or a version directory")
+    retrieve.add_argument("--input", required=True, help="users: a Parquet/CSV file, a directory of them or a glob")
+    retrieve.add_argument("--output", required=True, help="output directory (part files, _rejects/, _SUCCESS)")
+    retrieve.add_argument("--k", type=int, default=None,
+                          help="items per user (at most the export's k, which is the default)")
+    retrieve.add_argument("--exclude-seen", action="store_true",
+                          help="leave out the items of each user's history (signature top_k_excluding)")
+    retrieve.add_argument("--batch-size", type=int, default=1024, help="users per model call (default 1024)")
+    retrieve.add_argument("--part-size", type=int, default=100_000,
+                          help="users per committed part file: the unit of restart (default 100000)")
+    retrieve.add_argument("--shard", default=None, metavar="I/N",
+                          help="keep the users whose stable hash of the id is I mod N (I from 0); e.g. "
+                               "--shard $JOB_COMPLETION_INDEX/8")
+    retrieve.add_argument("--signature", default=None,
+                          help="signature to call (default serving_default, or top_k_excluding with --exclude-seen)")
+    retrieve.add_argument("--unknown-users", choices=["popular", "skip"], default="popular",
+                          help="users the model knows nothing about: the most popular items (scores null, source "
+                               "popular) or no row; counted in _SUCCESS either way (default popular)")
+    retrieve.add_argument("--user-column", default="user_id", help="user id column (default user_id)")
+    retrieve.add_argument("--history-column", default="history",
+                          help="history column: a list of item ids, or text such as '12 7 99' (default history)")
+    retrieve.add_argument("--overwrite", action="store_true", help="redo this shard even if its output is finished")
+    retrieve.add_argument("--runner", choices=["local", "beam"], default="local",
+                          help="local: this process; beam: an Apache Beam pipeline (options after --)")
+    retrieve.add_argument("--model-threads", type=int, default=None, metavar="N",
+                          help="model calls running at once (default: the CPU count, at most 4; an exported ScaNN "
+                               "index searches one batch on one core)")
+    retrieve.add_argument("--beam-model-copies", type=int, default=None, metavar="N",
+                          help="Beam: load N copies of the model per worker, shared by its processes (large "
+                               "indexes); default one copy per process")
+    retrieve.add_argument("--no-progress", action="store_true", help="one log line per part, even on a terminal")
+    retrieve.add_argument("--json", action="store_true", help="print the summary as JSON")
+    retrieve.add_argument("pipeline_options", nargs=argparse.REMAINDER,
+                          help="after --: Beam pipeline options (--runner=DirectRunner, --runner=DataflowRunner ...)")
+    retrieve.set_defaults(handler=_retrieve)
     return parser
 
 
