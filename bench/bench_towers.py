@@ -1,12 +1,16 @@
 """Towers on lastfm_small, several seeds, full-ranking test metrics (mean ± std).
 
-Part "sequential": the CSRec protocol (leave-one-out over windows of 20), in-batch SSM, GRU4Rec
-and SASRec towers, next to the CSRec paper's Base rows and TFRS's sequential recipe.
+Part "sequential": the CSRec protocol (leave-one-out over windows of 20), in-batch SSM, GRU4Rec,
+SASRec, NARM and NextItNet towers (a query per position), Caser, YoutubeDNN and NFM (one example
+per interaction), next to the CSRec paper's Base rows, ``item_transition`` and TFRS's
+sequential recipe.
 Part "graph": per-user 8:1:1 ratio split with seen items excluded (the SSM paper's protocol):
-MF + SSM, LightGCN + SSM, LightGCN + BPR.
+MF, LightGCN and NGCF, each with SSM and BPR.
 
     .venv/bin/python bench/bench_towers.py --part sequential --seeds 0 1 2
+    .venv/bin/python bench/bench_towers.py --part sequential --variants narm nextitnet caser youtube_dnn nfm
     .venv/bin/python bench/bench_towers.py --part graph --seeds 0 1 2
+    .venv/bin/python bench/bench_towers.py --part graph --variants ngcf ngcf_bpr mf_bpr
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ MIXED_SSM = {"name": "in_batch", "temperature": 0.1, "mixed_negatives": 1024, "l
 #: 0.070 without vs 0.135 with the correction, seed 0).
 GRAPH_SSM = {"name": "in_batch", "temperature": 0.1, "log_q_correction": True, "mixed_negatives": 0}
 
+#: one example per interaction (towers with a single query per example), 256 per batch
+POSITION_DATA = {**SEQUENTIAL_DATA, "example_mode": "position"}
+POSITION_TRAIN = {"batch_size": 256}
+
 PARTS = {
     "sequential": {
         "gru4rec_ssm": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
@@ -49,6 +57,26 @@ PARTS = {
                        "model": {"query_tower": {"name": "sasrec", "num_blocks": 2, "num_heads": 2, "dropout": 0.3},
                                  "embedding_dim": 64},
                        "loss": MIXED_SSM},
+        "narm": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
+                 "model": {"query_tower": {"name": "narm", "hidden_units": 128, "embedding_dropout": 0.25,
+                                           "dropout": 0.5}, "embedding_dim": 64},
+                 "loss": MIXED_SSM},
+        "nextitnet": {"data": {**SEQUENTIAL_DATA, "example_mode": "user"},
+                      "model": {"query_tower": {"name": "nextitnet", "dilations": (1, 2, 4, 8), "num_repeats": 1,
+                                                "kernel_size": 3}, "embedding_dim": 64},
+                      "loss": MIXED_SSM},
+        "caser": {"data": POSITION_DATA,
+                  "model": {"query_tower": {"name": "caser", "max_length": 5, "num_horizontal": 16,
+                                            "num_vertical": 4, "dropout": 0.5}, "embedding_dim": 64},
+                  "loss": MIXED_SSM, "train": POSITION_TRAIN},
+        "youtube_dnn": {"data": POSITION_DATA,
+                        "model": {"query_tower": {"name": "youtube_dnn", "hidden_units": (256, 128)},
+                                  "embedding_dim": 64},
+                        "loss": MIXED_SSM, "train": POSITION_TRAIN},
+        "nfm": {"data": POSITION_DATA,
+                "model": {"query_tower": {"name": "nfm", "hidden_units": (64,), "dropout": 0.3,
+                                          "use_user_embedding": True}, "embedding_dim": 64},
+                "loss": MIXED_SSM, "train": POSITION_TRAIN},
     },
     "graph": {
         "mf_ssm": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "id"}, "embedding_dim": 64}, "loss": GRAPH_SSM},
@@ -57,13 +85,25 @@ PARTS = {
         "lightgcn_bpr": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "lightgcn", "num_layers": 3}, "embedding_dim": 64,
                                                        "similarity": "dot"},
                          "loss": {"name": "bpr", "num_negatives": 1}},
+        "mf_bpr": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "id"}, "embedding_dim": 64, "similarity": "dot"},
+                   "loss": {"name": "bpr", "num_negatives": 1}},
+        "ngcf": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "ngcf", "num_layers": 3, "dropout": 0.1},
+                                               "embedding_dim": 64},
+                 "loss": GRAPH_SSM},
+        "ngcf_bpr": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "ngcf", "num_layers": 3, "dropout": 0.1},
+                                                   "embedding_dim": 64, "similarity": "dot"},
+                     "loss": {"name": "bpr", "num_negatives": 1}},
     },
 }
 
 REFERENCES = {
     "sequential": {
         "csrec_paper_base": {"gru4rec": {"recall@10": 0.16683, "ndcg@10": 0.10081},
-                             "sasrec": {"recall@10": 0.20350, "ndcg@10": 0.11432}},
+                             "sasrec": {"recall@10": 0.20350, "ndcg@10": 0.11432},
+                             "narm": {"recall@10": 0.20260, "ndcg@10": 0.13204},
+                             "nextitnet": {"recall@10": 0.15456, "ndcg@10": 0.11564}},
+        # deterministic baseline, bench/bench_recipes.py --stage baselines (bench/results/recipes.json)
+        "item_transition": {"recall@10": 0.17743, "ndcg@10": 0.10156},
         "tfrs_gru_recipe": {"recall@10": 0.1781, "ndcg@10": 0.1089},
     },
 }

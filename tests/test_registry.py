@@ -101,7 +101,9 @@ def test_towers_declare_their_inputs():
     inputs = {name: QUERY_TOWERS.parse(name).query_inputs() for name in QUERY_TOWERS.names()}
     assert inputs == {"history_pooling": ("history",), "id": ("user",), "features": ("user",), "gru": ("history",),
                       "sasrec": ("history",), "lightgcn": ("user",), "popularity": ("history",),
-                      "item_transition": ("history",), "item_knn": ("history",)}
+                      "item_transition": ("history",), "item_knn": ("history",), "ngcf": ("user",),
+                      "narm": ("history",), "nextitnet": ("history",), "caser": ("history",),
+                      "youtube_dnn": ("history",), "nfm": ("history",)}
     assert QUERY_TOWERS.parse({"name": "history_pooling", "use_user_embedding": True}).query_inputs() == \
         ("user", "history")
     from tfsoft.export.exporter import query_inputs
@@ -110,7 +112,7 @@ def test_towers_declare_their_inputs():
 
 
 def test_per_position_training_needs_a_tower_with_per_position_outputs():
-    with pytest.raises(ConfigError, match=r"needs a query tower with per-position outputs \(gru, sasrec\); got 'id'"):
+    with pytest.raises(ConfigError, match=r"needs a query tower with per-position outputs \(gru, sasrec, narm, nextitnet\); got 'id'"):
         parse_config({"data": {"example_mode": "user"}, "model": {"query_tower": "id"}})
 
 

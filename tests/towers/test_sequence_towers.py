@@ -1,21 +1,36 @@
-"""Shape, padding-mask and save/load tests for the history-reading towers."""
+"""Shape, padding-mask, causality, dropout and save/load tests for the history-reading towers."""
 
 import numpy as np
 import pytest
 
 from tfsoft.backend import keras, tf
-from tfsoft.towers import GRUTower, HistoryPoolingTower, IdTower, SASRecTower
+from tfsoft.towers import (
+    CaserTower, GRUTower, HistoryPoolingTower, IdTower, NARMTower, NextItNetTower, NFMTower, SASRecTower,
+    YoutubeDNNTower,
+)
 
 V, D = 30, 8
+
+#: kind -> output -> a small tower (with dropout where the tower has any)
+TOWERS = {
+    "pooling": lambda output: HistoryPoolingTower(V, D, num_users=5, history_exponent=0.5),
+    "gru": lambda output: GRUTower(V, D, num_layers=2, dropout=0.5, output=output),
+    "sasrec": lambda output: SASRecTower(V, D, max_length=12, num_blocks=2, num_heads=2, dropout=0.3, output=output),
+    "narm": lambda output: NARMTower(V, D, hidden_units=6, embedding_dropout=0.25, dropout=0.5, output=output),
+    "nextitnet": lambda output: NextItNetTower(V, D, dilations=(1, 2), num_repeats=2, dropout=0.3, output=output),
+    "caser": lambda output: CaserTower(V, D, max_length=4, num_horizontal=3, num_vertical=2, dropout=0.5),
+    "caser_user": lambda output: CaserTower(V, D, max_length=6, num_horizontal=3, num_vertical=2, num_users=5),
+    "youtube_dnn": lambda output: YoutubeDNNTower(V, D, hidden_units=(16, 12), dropout=0.3),
+    "nfm": lambda output: NFMTower(V, D, hidden_units=(16,), dropout=0.3),
+    "nfm_user": lambda output: NFMTower(V, D, hidden_units=(16,), num_users=5, history_exponent=0.5),
+}
+SEQUENCE = ["gru", "sasrec", "narm", "nextitnet"]
+WITH_DROPOUT = ["gru", "sasrec", "narm", "nextitnet", "caser", "youtube_dnn", "nfm"]
 
 
 def make(kind, output="last"):
     keras.utils.set_random_seed(0)
-    if kind == "pooling":
-        return HistoryPoolingTower(V, D, num_users=5, history_exponent=0.5)
-    if kind == "gru":
-        return GRUTower(V, D, num_layers=2, dropout=0.5, output=output)
-    return SASRecTower(V, D, max_length=12, num_blocks=2, num_heads=2, dropout=0.3, output=output)
+    return TOWERS[kind](output)
 
 
 HISTORIES = {"user": tf.constant([1, 2]), "history": tf.constant([[0, 0, 4, 5, 6], [0, 7, 8, 9, 10]])}
@@ -23,7 +38,7 @@ LONGER = {"user": tf.constant([1, 2]),
           "history": tf.constant([[0, 0, 0, 0, 0, 4, 5, 6], [0, 0, 0, 0, 7, 8, 9, 10]])}
 
 
-@pytest.mark.parametrize("kind", ["pooling", "gru", "sasrec"])
+@pytest.mark.parametrize("kind", list(TOWERS))
 def test_shapes_and_left_padding_is_masked(kind):
     tower = make(kind)
     short, long = tower(HISTORIES).numpy(), tower(LONGER).numpy()
@@ -34,7 +49,7 @@ def test_shapes_and_left_padding_is_masked(kind):
     assert not np.allclose(tower(changed).numpy()[0], short[0])
 
 
-@pytest.mark.parametrize("kind", ["gru", "sasrec"])
+@pytest.mark.parametrize("kind", SEQUENCE)
 def test_sequence_output_gives_a_query_per_position_and_is_causal(kind):
     tower = make(kind, output="sequence")
     outputs = tower(HISTORIES).numpy()
@@ -45,8 +60,9 @@ def test_sequence_output_gives_a_query_per_position_and_is_causal(kind):
     np.testing.assert_allclose(tower(future).numpy()[:, :4], outputs[:, :4], atol=1e-5)
 
 
-def test_dropout_only_in_training():
-    tower = make("gru")
+@pytest.mark.parametrize("kind", WITH_DROPOUT)
+def test_dropout_only_in_training(kind):
+    tower = make(kind)
     a, b = tower(HISTORIES, training=False).numpy(), tower(HISTORIES, training=False).numpy()
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(tower(HISTORIES, training=True).numpy(), a)
@@ -63,7 +79,7 @@ def test_pooling_by_hand():
     np.testing.assert_array_equal(tower(empty).numpy(), 0)
 
 
-@pytest.mark.parametrize("kind", ["id", "pooling", "gru", "sasrec"])
+@pytest.mark.parametrize("kind", ["id", *TOWERS])
 def test_save_and_load_round_trip(kind, tmp_path):
     tower = IdTower(V, D, feature="user", hidden_units=(16,)) if kind == "id" else make(kind)
     expected = tower(HISTORIES).numpy()

@@ -13,8 +13,14 @@ _EXPORTS = {
     "gru": ("GRUTower",),
     "history_pooling": ("HistoryPoolingTower",),
     "id_tower": ("IdTower", "make_embedding"),
-    "lightgcn": ("LightGCNEncoder", "LightGCNItemTower", "LightGCNUserTower", "normalized_adjacency"),
+    "lightgcn": ("GraphEncoder", "LightGCNEncoder", "LightGCNItemTower", "LightGCNUserTower", "normalized_adjacency"),
     "sasrec": ("SASRecTower",),
+    "narm": ("NARMTower",),
+    "nextitnet": ("NextItNetBlock", "NextItNetTower"),
+    "caser": ("CaserTower",),
+    "youtube_dnn": ("YoutubeDNNTower",),
+    "nfm": ("NFMTower", "bi_interaction"),
+    "ngcf": ("NGCFEncoder",),
     "sections": ("CANDIDATE_TOWERS", "QUERY_TOWERS", "TowerContext"),
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

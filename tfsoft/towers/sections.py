@@ -268,18 +268,9 @@ class LightGCNSection(QueryTowerSection):
     num_layers: int = Field(2, ge=1, le=16, description="propagation layers K")
 
     def build_towers(self, context, candidate):
-        import numpy as np
+        from tfsoft.towers.lightgcn import LightGCNEncoder
 
-        from tfsoft.towers.lightgcn import LightGCNEncoder, LightGCNItemTower, LightGCNUserTower
-
-        if not isinstance(candidate, IdCandidateSection):
-            raise ConfigError(f"model.query_tower 'lightgcn' propagates its own item embeddings; "
-                              f"model.candidate_tower must be 'id', got '{candidate.name}'")
-        split = context.prepared.split
-        encoder = LightGCNEncoder(context.num_users, context.num_items, context.dim, self.num_layers,
-                                  users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
-                                  l2=context.l2, name="lightgcn")
-        return LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
+        return _graph_towers(self, context, candidate, LightGCNEncoder, num_layers=self.num_layers)
 
 
 # ------------------------------------------------------------- baselines (no training)
@@ -340,3 +331,152 @@ class ItemKNNSection(_BaselineSection):
         from tfsoft.towers.baselines import item_cosine
 
         return item_cosine(context.prepared.split.train, context.num_items, self.neighbors)
+
+
+# ------------------------------------------- the seeds' remaining backbones (issue 14)
+#: recipe of the new per-position towers (narm, nextitnet): provisional, not yet measured by
+#: bench/bench_recipes.py — GRU4Rec's and SASRec's example mode and history at d = 64 and CSRec's Adam 1e-3
+_SEQUENCE_RECIPE = {"max_history": 50, "example_mode": "window", "embedding_dim": 64, "learning_rate": 1e-3,
+                    "batch_size": 128}
+
+
+def _graph_towers(section: QueryTowerSection, context: TowerContext, candidate: CandidateTowerSection,
+                  encoder_class, **keys):
+    """(query, candidate) towers over one graph encoder (:class:`tfsoft.towers.lightgcn.GraphEncoder`
+    subclass, named as the section) built on the training edges; the candidate section must be ``id``."""
+    import numpy as np
+
+    from tfsoft.towers.lightgcn import LightGCNItemTower, LightGCNUserTower
+
+    if not isinstance(candidate, IdCandidateSection):
+        raise ConfigError(f"model.query_tower '{section.name}' propagates its own item embeddings; "
+                          f"model.candidate_tower must be 'id', got '{candidate.name}'")
+    split = context.prepared.split
+    encoder = encoder_class(context.num_users, context.num_items, context.dim,
+                            users=np.repeat(split.train_user, split.train.lengths), items=split.train.values,
+                            l2=context.l2, name=section.name, **keys)
+    return LightGCNUserTower(encoder, name="query_tower"), LightGCNItemTower(encoder, name="candidate_tower")
+
+
+@QUERY_TOWERS.register
+class NGCFSection(QueryTowerSection):
+    """``ngcf``: NGCF (Wang et al. SIGIR'19); both towers over one propagated graph, (K + 1)·d wide."""
+
+    name: Literal["ngcf"] = "ngcf"
+    inputs: ClassVar[tuple[str, ...]] = ("user",)
+    builds_candidates: ClassVar[bool] = True
+    num_layers: int = Field(3, ge=1, le=16, description="propagation layers L (the paper's default 3)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="message dropout on each layer's output")
+
+    def build_towers(self, context, candidate):
+        from tfsoft.towers.ngcf import NGCFEncoder
+
+        return _graph_towers(self, context, candidate, NGCFEncoder, num_layers=self.num_layers, dropout=self.dropout)
+
+
+@QUERY_TOWERS.register
+class NARMSection(QueryTowerSection):
+    """``narm``: NARM (Li et al. CIKM'17): a GRU read by its last state and by attention over its states."""
+
+    name: Literal["narm"] = "narm"
+    sequence_outputs: ClassVar[bool] = True
+    recipe: ClassVar[dict] = _SEQUENCE_RECIPE
+    hidden_units: int = Field(128, ge=1, description="GRU state size (CSRec: 128)")
+    embedding_dropout: float = Field(0.25, ge=0, lt=1, description="on the item embeddings (NARM: 0.25)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="on [global; local] before the projection (NARM: 0.5)")
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.narm import NARMTower
+
+        return NARMTower(context.num_items, context.dim, hidden_units=self.hidden_units,
+                         embedding_dropout=self.embedding_dropout, dropout=self.dropout, output=context.output,
+                         l2=context.l2, item_embedding=item_embedding, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class NextItNetSection(QueryTowerSection):
+    """``nextitnet``: NextItNet (Yuan et al. WSDM'19): residual blocks of dilated causal convolutions."""
+
+    name: Literal["nextitnet"] = "nextitnet"
+    sequence_outputs: ClassVar[bool] = True
+    recipe: ClassVar[dict] = _SEQUENCE_RECIPE
+    dilations: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1, description="dilation of each residual block")
+    num_repeats: int = Field(1, ge=1, le=16, description="times the dilations are stacked")
+    kernel_size: int = Field(3, ge=2, le=16, description="convolution width")
+    dropout: float = Field(0.0, ge=0, lt=1, description="on the item embeddings (the paper: none)")
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.nextitnet import NextItNetTower
+
+        if min(self.dilations) < 1:
+            raise ConfigError(f"model.query_tower.dilations must be positive; got {list(self.dilations)}")
+        return NextItNetTower(context.num_items, context.dim, dilations=self.dilations, num_repeats=self.num_repeats,
+                              kernel_size=self.kernel_size, dropout=self.dropout, output=context.output,
+                              l2=context.l2, item_embedding=item_embedding, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class CaserSection(QueryTowerSection):
+    """``caser``: Caser (Tang & Wang WSDM'18): horizontal and vertical convolutions over the last L items."""
+
+    name: Literal["caser"] = "caser"
+    max_length: int = Field(5, ge=1, le=100, description="L: the most recent items read")
+    num_horizontal: int = Field(16, ge=1, description="horizontal filters per height 1..L")
+    num_vertical: int = Field(4, ge=1, description="vertical filters")
+    dropout: float = Field(0.5, ge=0, lt=1, description="before the fully connected layer")
+    use_user_embedding: bool = Field(False, description="concatenate a per-user embedding P_u")
+
+    def query_inputs(self):
+        return ("user", "history") if self.use_user_embedding else ("history",)
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.caser import CaserTower
+
+        return CaserTower(context.num_items, context.dim, max_length=self.max_length,
+                          num_horizontal=self.num_horizontal, num_vertical=self.num_vertical, dropout=self.dropout,
+                          num_users=context.num_users if self.use_user_embedding else 0, l2=context.l2,
+                          item_embedding=item_embedding, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class YoutubeDNNSection(QueryTowerSection):
+    """``youtube_dnn``: YoutubeDNN (Covington et al. RecSys'16): mean-pooled history (+ side features), ReLU MLP."""
+
+    name: Literal["youtube_dnn"] = "youtube_dnn"
+    hidden_units: tuple[int, ...] = Field((256, 128), description="the ReLU layers")
+    dropout: float = Field(0.0, ge=0, lt=1, description="after each ReLU layer")
+    use_user_features: bool = Field(False, description="concatenate data.user_features")
+    feature_dim: int = Field(16, ge=1, description="size of each side-feature embedding")
+
+    def query_inputs(self):
+        return ("user", "history") if self.use_user_features else ("history",)
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.youtube_dnn import YoutubeDNNTower
+
+        features = _feature_table(context, "user", "query_tower") if self.use_user_features else None
+        return YoutubeDNNTower(context.num_items, context.dim, hidden_units=self.hidden_units, dropout=self.dropout,
+                               user_features=features, feature_dim=self.feature_dim, l2=context.l2,
+                               item_embedding=item_embedding, name="query_tower")
+
+
+@QUERY_TOWERS.register
+class NFMSection(QueryTowerSection):
+    """``nfm``: NFM (He & Chua SIGIR'17) as a query tower: bi-interaction pooling, then an MLP."""
+
+    name: Literal["nfm"] = "nfm"
+    hidden_units: tuple[int, ...] = Field((64,), description="the ReLU layers")
+    dropout: float = Field(0.3, ge=0, lt=1, description="on the bi-interaction and after each ReLU layer")
+    use_user_embedding: bool = Field(False, description="the user id as a feature (x_u = 1)")
+    history_exponent: float = Field(1.0, ge=0, le=1, description="α: history items enter with x_j = |H|^-α")
+
+    def query_inputs(self):
+        return ("user", "history") if self.use_user_embedding else ("history",)
+
+    def build(self, context, item_embedding=None):
+        from tfsoft.towers.nfm import NFMTower
+
+        return NFMTower(context.num_items, context.dim, hidden_units=self.hidden_units, dropout=self.dropout,
+                        num_users=context.num_users if self.use_user_embedding else 0,
+                        history_exponent=self.history_exponent, l2=context.l2, item_embedding=item_embedding,
+                        name="query_tower")
