@@ -136,3 +136,22 @@ def test_steps_per_epoch_repeats_the_data_instead_of_running_out():
                                      "early_stopping_patience": None}})
     result = train(config)
     assert len(result.history["loss"]) == 4
+
+
+def test_bpr_gets_the_training_pairs_to_mask_seen_items_and_trains():
+    """``loss: bpr`` (``mask_seen`` true by default) builds its model with the training pairs as
+    sorted keys, one per distinct (user, item); with ``mask_seen: false`` the model has none."""
+    config = parse_config({"data": {"path": "lastfm_small", "split": "ratio"},
+                           "model": {"query_tower": "id", "embedding_dim": 8, "similarity": "dot"},
+                           "loss": {"name": "bpr"},
+                           "train": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 256,
+                                     "early_stopping_patience": None}})
+    prepared = prepare_data(config.data)
+    keys = build_model(config, prepared)._seen_keys.numpy()
+    split = prepared.split
+    users = np.repeat(np.asarray(split.train_user), split.train.lengths)
+    expected = np.unique(users.astype(np.int64) * prepared.items.num_indices + np.asarray(split.train.values))
+    np.testing.assert_array_equal(keys, expected)
+    off = parse_config({**config.model_dump(), "loss": {"name": "bpr", "mask_seen": False}})
+    assert build_model(off, prepared)._seen_keys is None
+    assert np.isfinite(train(config).history["loss"][0])

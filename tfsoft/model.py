@@ -43,6 +43,7 @@ from tfsoft.errors import ConfigError
 from tfsoft.gradients import check_dense_policy, prepare_gradients
 from tfsoft.losses.logits import check_similarity, prepare_embeddings
 from tfsoft.losses.objectives import RetrievalLoss
+from tfsoft.losses.pairwise import interaction_keys
 from tfsoft.losses.reduction import weighted_mean
 from tfsoft.sampling import NegativeSampler, StreamingFrequencyEstimator, make_proposal
 
@@ -111,6 +112,9 @@ class TrainingStepContext:
             return estimator.log_probability(ids, tf.shape(ids)[0])
         return tf.gather(self._model._log_item_probability, tf.cast(ids, tf.int64))
 
+    def seen_keys(self):
+        return self._model._seen_keys
+
     def item_count(self, ids):
         counts = self._model._item_counts
         if counts is None:
@@ -157,11 +161,13 @@ class TwoTowerModel(keras.Model):
             the same either way, when they update every row anyway, e.g. Adam on one replica,
             or the batch's slices hold as many rows as the table), ``always``, ``never``
             (Keras' default sparse slices).
+        seen_pairs: (users, items) index arrays of the training interactions, for objectives
+            that mask a user's seen items as negatives (``bpr``/``bce`` ``mask_seen``); None = none.
     """
 
     def __init__(self, query_tower, candidate_tower, loss: RetrievalLoss, *, num_items: int,
                  item_counts=None, similarity: str = "cosine", score_similarity: str | None = None,
-                 seed: int | None = None, dense_gradients: str = "auto", **kwargs):
+                 seed: int | None = None, dense_gradients: str = "auto", seen_pairs=None, **kwargs):
         super().__init__(**kwargs)
         check_dense_policy(dense_gradients)
         self.dense_gradients = dense_gradients
@@ -180,6 +186,10 @@ class TwoTowerModel(keras.Model):
         probability = np.maximum(counts, 1e-3) / max(counts.sum(), 1.0)
         self._log_item_probability = tf.constant(np.log(probability), dtype=tf.float32)
         self._item_counts = None if item_counts is None else tf.constant(item_counts, dtype=tf.float32)
+        # the training (user, item) pairs as sorted keys, for objectives that mask a user's seen items
+        self._seen_keys = None if seen_pairs is None else interaction_keys(
+            tf.constant(np.asarray(seen_pairs[0], np.int64)), tf.constant(np.asarray(seen_pairs[1], np.int64)),
+            self.num_items)
         self.seed = seed
         self.samplers = {
             key: NegativeSampler(make_proposal(spec.proposal, num_indices=self.num_items, item_counts=item_counts,

@@ -93,7 +93,16 @@ def build_model(config: Config, prepared: PreparedData, *, soft_target: bool = T
     make_model = getattr(loss, "make_model", None)
     if make_model is not None:
         return make_model(query, candidate, prepared, **arguments)
+    if getattr(loss, "mask_seen", False):  # bpr/bce: negatives that are the user's training items are masked
+        arguments["seen_pairs"] = training_pairs(prepared)
     return TwoTowerModel(query, candidate, loss, **arguments)
+
+
+def training_pairs(prepared: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """(user indices, item indices) of every training interaction, one pair each."""
+    split = prepared.split
+    users = np.repeat(np.asarray(split.train_user, np.int64), split.train.lengths)
+    return users, np.asarray(split.train.values, np.int64)
 
 
 def training_examples(config: Config, prepared: PreparedData) -> dict[str, np.ndarray]:

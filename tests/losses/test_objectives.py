@@ -224,3 +224,38 @@ def test_pairwise_objective_values(data, objective, negative_ids):
     reference = ref.bpr if isinstance(objective, BPR) else ref.bce
     np.testing.assert_allclose(got, reference(positive_scores, negative_scores, negative_ids != POSITIVE_IDS[:, None]),
                                rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("objective_class", [BPR, BCE])
+def test_pairwise_objectives_mask_every_training_item_of_the_user(data, objective_class):
+    """``mask_seen``: a negative that is any training item of the example's user is masked, not
+    only the positive; against the NumPy reference with that mask (and unchanged without it)."""
+    from tfsoft.losses.pairwise import interaction_keys
+
+    query, catalog = data
+    users = np.array([3, 1, 3, 2])  # examples 0 and 2 share user 3
+    seen = {3: {5, 7, 2}, 1: {1, 3}, 2: {4}}
+    pairs = np.array([(u, i) for u, items in seen.items() for i in items])
+
+    class SeenContext(FakeContext):
+        features = {"user": tf.constant(users), "target": tf.zeros([len(users)], tf.int64)}
+
+        def example_rows(self):
+            return tf.range(len(users))
+
+        def seen_keys(self):
+            return interaction_keys(tf.constant(pairs[:, 0]), tf.constant(pairs[:, 1]), self.num_indices)
+
+    negative_ids = PER_EXAMPLE_NEGATIVES[:, :3]
+    context = SeenContext(catalog, {"negatives": FixedSampler(negative_ids, UNIFORM)})
+    got = run(objective_class(num_negatives=3, mask_seen=True), query, catalog, context)
+    keep = np.array([[j != POSITIVE_IDS[b] and j not in seen[users[b]] for j in negative_ids[b]]
+                     for b in range(len(users))])
+    assert not keep.all()  # the example masks something beyond the positive
+    positive_scores = np.einsum("bd,bd->b", query, catalog[POSITIVE_IDS])
+    negative_scores = np.einsum("bd,bnd->bn", query, catalog[negative_ids])
+    reference = ref.bpr if objective_class is BPR else ref.bce
+    np.testing.assert_allclose(got, reference(positive_scores, negative_scores, keep), rtol=1e-9, atol=1e-12)
+    unmasked = run(objective_class(num_negatives=3), query, catalog, context)
+    np.testing.assert_allclose(unmasked, reference(positive_scores, negative_scores,
+                                                   negative_ids != POSITIVE_IDS[:, None]), rtol=1e-9, atol=1e-12)

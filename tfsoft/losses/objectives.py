@@ -24,7 +24,7 @@ import numpy as np
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses import logits as steps
-from tfsoft.losses.pairwise import bce_loss, bpr_loss
+from tfsoft.losses.pairwise import bce_loss, bpr_loss, seen_negative_mask
 from tfsoft.losses.softmax import CandidateLogits, full_softmax_logits, in_batch_softmax_logits, sampled_softmax_logits
 
 
@@ -63,6 +63,10 @@ class StepContext(Protocol):
 
     def item_count(self, ids: tf.Tensor) -> tf.Tensor:
         """Training-split count of each item id (float32, same shape as ``ids``)."""
+
+    def seen_keys(self) -> tf.Tensor | None:
+        """Sorted int64 keys ``user·V + item`` of the training pairs
+        (:func:`tfsoft.losses.pairwise.interaction_keys`), or None when the model has none."""
 
     def sampler(self, key: str) -> "object":
         """The negative sampler an objective registered under ``key`` (:meth:`RetrievalLoss.samplers`)."""
@@ -266,8 +270,14 @@ class InBatchSoftmax(SoftmaxObjective):
 
 @dataclass(frozen=True)
 class _PairwiseLoss(RetrievalLoss):
+    """N sampled negatives per positive. A negative equal to the example's positive is always
+    masked; with ``mask_seen`` so is one that is any training item of the example's user
+    (:func:`tfsoft.losses.pairwise.seen_negative_mask`), when the step knows the training pairs
+    and the batch carries the user id (``StepContext.seen_keys``)."""
+
     num_negatives: int = 1
     proposal: str = "uniform"
+    mask_seen: bool = False
 
     def __post_init__(self) -> None:
         _check_count("num_negatives", self.num_negatives, 1)
@@ -281,6 +291,10 @@ class _PairwiseLoss(RetrievalLoss):
         positive_scores = tf.reduce_sum(query * positive, axis=-1)
         negative_scores = tf.einsum("bd,bnd->bn", query, negatives)
         keep = tf.not_equal(negative_ids, positive_ids[:, tf.newaxis])
+        seen_keys = source.seen_keys() if self.mask_seen else None
+        if seen_keys is not None and "user" in source.features:
+            users = tf.gather(source.features["user"], source.example_rows())
+            keep = tf.logical_and(keep, seen_negative_mask(users, negative_ids, seen_keys, source.num_indices))
         return self._loss(positive_scores, negative_scores, keep)
 
 

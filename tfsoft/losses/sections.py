@@ -122,11 +122,15 @@ class _PairwiseSection(LossSection):
     """Shared keys of the pairwise/pointwise objectives: N sampled negatives per positive."""
 
     proposal: Proposal = Field("uniform", description="where negatives come from")
+    mask_seen: bool = Field(True, description="mask a sampled negative that is any training item of the example's "
+                                              "user (Rendle et al. 2009; TIL Eq. 10), not only its positive; needs "
+                                              "the user id in the batch (id/graph/feature query towers; was false)")
 
     def build(self):
         from tfsoft.losses import objectives
 
-        return getattr(objectives, self.objective)(num_negatives=self.num_negatives, proposal=self.proposal)
+        return getattr(objectives, self.objective)(num_negatives=self.num_negatives, proposal=self.proposal,
+                                                   mask_seen=self.mask_seen)
 
 
 @LOSSES.register

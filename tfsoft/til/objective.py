@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses.objectives import RetrievalLoss, SamplerSpec
@@ -111,9 +109,8 @@ class TIL(RetrievalLoss):
         """The :class:`tfsoft.til.model.TILModel` of these towers, with the training split's
         (user, item) pairs (η_u's items and the seen-item mask)."""
         from tfsoft.til.model import TILModel
+        from tfsoft.training import training_pairs
 
-        split = prepared.split
-        users = np.repeat(np.asarray(split.train_user, np.int64), split.train.lengths)
-        items = np.asarray(split.train.values, np.int64)
+        users, items = training_pairs(prepared)
         return TILModel(query_tower, candidate_tower, self, train_users=users, train_items=items,
                         num_users=prepared.users.num_indices, **model_arguments)
