@@ -152,7 +152,7 @@ def write_config(tmp_path, payload: dict) -> Path:
     ({"loss": {"name": "softmax"}}, [],
      "'loss': unknown loss 'softmax'; registered: full_softmax, sampled_softmax, in_batch, bpr, bce"),
     ({"loss": {"name": "bpr", "temperature": 0.1}}, [],
-     "'loss': key 'temperature' is not read by loss 'bpr'; loss 'bpr' reads: name, proposal, num_negatives"),
+     "'loss': key 'temperature' is not read by loss 'bpr'; loss 'bpr' reads: name, proposal, mask_seen, num_negatives"),
     ({}, ["model.query_tower.num_layers=3"],
      "--set model.query_tower.num_layers=3: unknown key 'model.query_tower.num_layers'; allowed keys in "
      "model.query_tower: name, history_exponent, use_user_embedding"),
