@@ -52,7 +52,7 @@ from tfsoft.backend import keras, tf
 from tfsoft.errors import ConfigError
 from tfsoft.gradients import prepare_gradients
 from tfsoft.losses.logits import prepare_embeddings
-from tfsoft.losses.pairwise import interaction_keys, seen_negative_mask
+from tfsoft.losses.pairwise import seen_negative_mask
 from tfsoft.model import TwoTowerModel
 from tfsoft.til import clustering
 from tfsoft.til.backbones import backbone_of
@@ -109,15 +109,13 @@ class TILModel(TwoTowerModel):
                  **kwargs):
         if not isinstance(loss, TIL):
             raise ConfigError(f"TILModel trains the til objective; got {type(loss).__name__}")
-        super().__init__(query_tower, candidate_tower, loss, **kwargs)
+        super().__init__(query_tower, candidate_tower, loss, seen_pairs=(train_users, train_items), **kwargs)
         if distribute.num_replicas() > 1 or tf.distribute.get_strategy().num_replicas_in_sync > 1:
             raise ConfigError("til's bilevel step runs on one device; use distribute.strategy: default")
         self.til = loss
         self.backbone = backbone_of(query_tower, candidate_tower)
         dim = int(self.backbone.item_table.shape[-1])
         self._interest = interest_matrix(train_users, train_items, int(num_users), self.num_items)
-        self._seen_keys = interaction_keys(tf.constant(train_users, tf.int64), tf.constant(train_items, tf.int64),
-                                           self.num_items)
         self.generator = WeightGenerator(2 * dim, loss.hidden_units, loss.weight_activation, name="til_generator")
         self.til_state = TILState(self.num_items, dim, loss.num_clusters, loss.multi,
                                   trainable_centres=loss.clustering == "end_to_end", name="til_state")
