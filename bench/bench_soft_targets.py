@@ -99,10 +99,14 @@ def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dic
     base = teacher_variant(variant)
     teacher = run_dir(out_root, dataset, tower, base, seed)
     other_teacher = run_dir(out_root, dataset, other, base, seed)
-    for needed in ([teacher] if "{teacher}" in " ".join(soft) else []) + \
-                  ([other_teacher] if "{other}" in " ".join(soft) else []):
+    needs = ([(tower, teacher)] if "{teacher}" in " ".join(soft) else []) + \
+            ([(other, other_teacher)] if "{other}" in " ".join(soft) else [])
+    for teacher_tower, needed in needs:
         if not (needed / "metrics.json").is_file():
-            raise SystemExit(f"{variant} needs the teacher run {needed}: run the base variants first")
+            # the JSON may hold the base run while its directory is gone (another checkout): the same
+            # config and seed train it again as the teacher; its metrics are not recorded twice
+            print(f"training the teacher {needed} ({teacher_tower} {base}, seed {seed}) for {variant}", flush=True)
+            train_variant(dataset, teacher_tower, base, seed, epochs, steps, out_root)
     overrides = [*DATA[dataset], *loss, *(s.format(teacher=teacher, other=other_teacher) for s in soft),
                  f"train.epochs={epochs}", f"train.seed={seed}"]
     if steps:

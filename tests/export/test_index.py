@@ -67,11 +67,48 @@ def test_scann_tunes_leaves_to_reach_the_recall_floor_and_brute_force_is_exact()
     low = index_recall(index, queries, embeddings, 10)
     ladder = index.tune(queries, embeddings, 10, min_recall=0.97)
     assert ladder[0]["leaves_to_search"] == 1 and ladder[0]["recall"] == pytest.approx(low)
-    assert [step["leaves_to_search"] for step in ladder] == sorted({step["leaves_to_search"] for step in ladder})
-    assert ladder[-1]["recall"] >= 0.97 and index_recall(index, queries, embeddings, 10) >= 0.97
+    assert_cheapest_passing(ladder, 0.97, index)
+    assert index_recall(index, queries, embeddings, 10) >= 0.97
     assert index_recall(BruteForceIndex(embeddings), queries, embeddings, 10) == 1.0
     found = index.search(tf.constant(queries[:3]), 10)[0].numpy()
     assert found.min() >= 1 and found.shape == (3, 10)
+
+
+def assert_cheapest_passing(ladder, floor, index, tolerance=0.05):
+    """The chosen setting (last) passes, is the index's setting, and every measured setting within
+    the bisection's tolerance below it fails: the tuner stops at the cheapest passing setting."""
+    leaves = [step["leaves_to_search"] for step in ladder]
+    assert len(set(leaves)) == len(leaves), leaves
+    chosen = ladder[-1]
+    assert chosen["recall"] >= floor and index.leaves_to_search == chosen["leaves_to_search"]
+    below = [step for step in ladder if step["leaves_to_search"] < chosen["leaves_to_search"]]
+    assert all(step["recall"] < floor for step in below), ladder
+    assert chosen["leaves_to_search"] == 1 or any(
+        chosen["leaves_to_search"] - step["leaves_to_search"] <= max(1, int(tolerance * chosen["leaves_to_search"]))
+        for step in below), ladder
+
+
+def test_scann_tuning_searches_fewer_leaves_when_the_default_already_passes():
+    embeddings, queries = clustered()
+    index = ScannIndex(embeddings, k=10)  # default: a quarter of the leaves
+    start = index.leaves_to_search
+    ladder = index.tune(queries, embeddings, 10, min_recall=0.9)
+    assert ladder[0]["leaves_to_search"] == start and ladder[0]["recall"] >= 0.9
+    assert_cheapest_passing(ladder, 0.9, index)
+    assert index.leaves_to_search < start
+    # recall grows with the leaves searched: the answer is the same from any start
+    again = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=1))
+    again.tune(queries, embeddings, 10, min_recall=0.9)
+    assert again.leaves_to_search == pytest.approx(index.leaves_to_search, abs=max(1, 0.05 * start))
+
+
+def test_scann_tuning_keeps_every_leaf_when_the_floor_is_out_of_reach():
+    embeddings, queries = clustered()
+    index = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=2, dimensions_per_block=8))
+    ladder = index.tune(queries, embeddings, 10, min_recall=1.01)
+    assert index.leaves_to_search == index.params.num_leaves == ladder[-1]["leaves_to_search"]
+    assert [step["leaves_to_search"] for step in ladder] == [2, 4, 8, 16, 32, 64, 128, index.params.num_leaves][
+        :len(ladder) - 1] + [index.params.num_leaves]
 
 
 def test_scann_params_are_sized_from_the_catalog():

@@ -149,21 +149,57 @@ class ScannIndex(tf.Module):
                                         tf.minimum(wanted, self.num_candidates))
         return tf.cast(indices, tf.int32), scores
 
-    def tune(self, queries: np.ndarray, embeddings: np.ndarray, k: int, min_recall: float) -> list[dict]:
-        """Search more leaves until recall@k on ``queries`` reaches ``min_recall``.
+    def tune(self, queries: np.ndarray, embeddings: np.ndarray, k: int, min_recall: float,
+             tolerance: float = 0.05) -> list[dict]:
+        """Set ``leaves_to_search`` to the fewest leaves whose recall@k on ``queries`` reaches ``min_recall``.
 
-        Doubles ``leaves_to_search`` from its current value up to all leaves (exact search of
-        the quantised scores), keeping the first value that reaches the floor (or all leaves).
-        Returns the ladder ``[{"leaves_to_search", "recall"}, ...]`` that was measured."""
-        ladder = []
-        leaves = self.leaves_to_search
-        while True:
-            self.leaves_to_search = leaves
-            recall = index_recall(self, queries, embeddings, k)
-            ladder.append({"leaves_to_search": leaves, "recall": recall})
-            if recall >= min_recall or leaves >= self.params.num_leaves:
-                return ladder
-            leaves = min(self.params.num_leaves, 2 * leaves)
+        The partitions searched set the cost of a query (each leaf's points are scored), so the
+        cheapest setting above the floor is the one to serve. From the current value, halve while
+        the floor holds (or double while it does not) until one setting passes and one fails, then
+        bisect between them until they are within ``tolerance`` of the passing one (or adjacent).
+        Recall grows with the leaves searched, so the bracket holds the answer. If even all leaves
+        (exact search of the quantised scores) miss the floor, all leaves are kept.
+
+        Returns the ladder ``[{"leaves_to_search", "recall"}, ...]`` in the order measured, with the
+        chosen setting moved last (its recall is what the floor was checked against)."""
+        total = self.params.num_leaves
+        measured: dict[int, float] = {}
+
+        def passes(leaves: int) -> bool:
+            if leaves not in measured:
+                self.leaves_to_search = leaves
+                measured[leaves] = index_recall(self, queries, embeddings, k)
+            return measured[leaves] >= min_recall
+
+        start = min(max(1, int(self.leaves_to_search)), total)
+        failing, passing = 0, None  # 0 leaves find nothing: a "failing" lower end
+        if passes(start):
+            passing = start
+            while passing > 1 and passes(max(1, passing // 2)):
+                passing = max(1, passing // 2)
+            failing = max(1, passing // 2) if passing > 1 else 0
+        else:
+            failing = start
+            while failing < total:
+                upper = min(total, 2 * failing)
+                if passes(upper):
+                    passing = upper
+                    break
+                failing = upper
+        if passing is None:  # below the floor even with every leaf
+            chosen = total
+        else:
+            while passing - failing > max(1, int(tolerance * passing)):
+                middle = (passing + failing) // 2
+                if passes(middle):
+                    passing = middle
+                else:
+                    failing = middle
+            chosen = passing
+        self.leaves_to_search = chosen
+        ladder = [{"leaves_to_search": leaves, "recall": recall} for leaves, recall in measured.items()
+                  if leaves != chosen]
+        return ladder + [{"leaves_to_search": chosen, "recall": measured[chosen]}]
 
 
 def build_index(kind: str, embeddings: np.ndarray, k: int, scann: ScannParams = ScannParams()):
