@@ -135,7 +135,8 @@ def synthetic_export(base: Path, kind: str, embeddings: np.ndarray, tune_queries
             "max_history": HISTORY, "signatures": sorted(signatures), "manifest": "assets.extra/tfsoft_manifest.json"}))
         write_export_manifest(staging)
     return {"index": kind, "recall@100_tuning": recall, "export_seconds": round(time.perf_counter() - started, 2),
-            "scann": ({"leaves_to_search": index.leaves_to_search, **index.params.to_dict()} if kind == "scann"
+            "scann": ({**index.params.to_dict(), "leaves_to_search": index.leaves_to_search,
+                       "reorder_num_neighbors": index.reorder_num_neighbors, "tuning": tuning} if kind == "scann"
                       else None)}
 
 
@@ -174,13 +175,15 @@ def embed_seconds(model: str, users: Path, batch_size: int, users_total: int, ba
     return timed / max(count, 1) * users_total
 
 
-def run_local(model: str, users: Path, out: Path, batch_size: int, part_size: int, users_total: int) -> dict:
+def run_local(model: str, users: Path, out: Path, batch_size: int, part_size: int, users_total: int,
+              model_threads: int | None = None) -> dict:
     from tfsoft.batch.job import RetrieveOptions, run_retrieval
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     summary = run_retrieval(RetrieveOptions(model=model, input=str(users), output=str(out), k=K, batch_size=batch_size,
-                                            part_size=part_size, progress=False), stream=open(os.devnull, "w"))
+                                            part_size=part_size, model_threads=model_threads, progress=False),
+                            stream=open(os.devnull, "w"))
     wall = time.perf_counter() - started
     stages = dict(summary.stages)
     embed = min(embed_seconds(model, users, batch_size, users_total), stages["model"])
@@ -231,7 +234,8 @@ def bench_catalog(name: str, bases: dict, users: Path, settings: dict, scratch: 
         source = users if kind == "scann" else bf_users
         count = total if kind == "scann" else min(total, settings["brute_force_users"])
         print(f"[{name}] {kind} in process, {count:,} users", file=sys.stderr, flush=True)
-        result[kind] = {"in_process": run_local(str(base), source, scratch / f"out_{name}_{kind}", batch, part, count)}
+        result[kind] = {"in_process": run_local(str(base), source, scratch / f"out_{name}_{kind}", batch, part, count,
+                                                settings.get("model_threads"))}
         print(f"[{name}] {kind} Beam DirectRunner, {min(total, settings['beam_users']):,} users", file=sys.stderr,
               flush=True)
         result[kind]["beam_direct"] = run_beam_direct(str(base), beam_users, scratch / f"beam_{name}_{kind}", batch)
@@ -272,7 +276,7 @@ def lastfm_catalog(settings: dict, scratch: Path) -> tuple[dict, Path, dict]:
             exported = export_run(run_dir, scratch / f"lastfm_{kind}", index=kind, k=K, allow_low_recall=True,
                                   stream=quiet)
         bases[kind] = scratch / f"lastfm_{kind}"
-        exports[kind] = {"recall@100_export": exported.recall, "inputs": exported.inputs}
+        exports[kind] = {"recall@100_export": exported.recall, "inputs": exported.inputs, "scann": exported.scann}
     return bases, users, {"items": int(prepared.items.size), "distinct_histories": len(histories),
                           "training": overrides, "exports": exports}
 
@@ -284,6 +288,8 @@ def main(argv=None) -> int:
     parser.add_argument("--catalogs", nargs="+", default=None,
                         help="lastfm_small and/or synthetic_<N> (default: lastfm_small synthetic_100000 synthetic_1000000)")
     parser.add_argument("--users", type=int, default=None)
+    parser.add_argument("--model-threads", type=int, default=None,
+                        help="tfsoft retrieve --model-threads (default: its own, the CPU count up to 4)")
     parser.add_argument("--kinds", nargs="+", default=["brute_force", "scann"])
     parser.add_argument("--scratch", default=None, help="working directory (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -292,6 +298,8 @@ def main(argv=None) -> int:
         settings["catalogs"] = args.catalogs
     if args.users:
         settings["users"] = args.users
+    if args.model_threads:
+        settings["model_threads"] = args.model_threads
     out_path = Path(args.out or ROOT / "bench" / "results" / ("batch_quick.json" if args.quick else "batch.json"))
 
     import tfsoft.backend  # noqa: F401  (Keras 2 before TensorFlow)

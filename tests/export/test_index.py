@@ -67,44 +67,67 @@ def test_scann_tunes_leaves_to_reach_the_recall_floor_and_brute_force_is_exact()
     low = index_recall(index, queries, embeddings, 10)
     ladder = index.tune(queries, embeddings, 10, min_recall=0.97)
     assert ladder[0]["leaves_to_search"] == 1 and ladder[0]["recall"] == pytest.approx(low)
-    assert_cheapest_passing(ladder, 0.97, index)
+    assert_fastest_passing(ladder, 0.97, index)
     assert index_recall(index, queries, embeddings, 10) >= 0.97
     assert index_recall(BruteForceIndex(embeddings), queries, embeddings, 10) == 1.0
     found = index.search(tf.constant(queries[:3]), 10)[0].numpy()
     assert found.min() >= 1 and found.shape == (3, 10)
 
 
-def assert_cheapest_passing(ladder, floor, index, tolerance=0.05):
-    """The chosen setting (last) passes, is the index's setting, and every measured setting within
-    the bisection's tolerance below it fails: the tuner stops at the cheapest passing setting."""
-    leaves = [step["leaves_to_search"] for step in ladder]
-    assert len(set(leaves)) == len(leaves), leaves
+def assert_fastest_passing(ladder, floor, index, tolerance=0.05):
+    """The chosen setting (last) is the index's setting and passes; at each reorder depth, every
+    measured leaf count within the bisection's tolerance below that depth's fewest passing count
+    fails; among the passing pairs that were timed, the chosen one is the fastest."""
+    pairs = [(step["leaves_to_search"], step["reorder_num_neighbors"]) for step in ladder]
+    assert len(set(pairs)) == len(pairs), pairs
     chosen = ladder[-1]
-    assert chosen["recall"] >= floor and index.leaves_to_search == chosen["leaves_to_search"]
-    below = [step for step in ladder if step["leaves_to_search"] < chosen["leaves_to_search"]]
-    assert all(step["recall"] < floor for step in below), ladder
-    assert chosen["leaves_to_search"] == 1 or any(
-        chosen["leaves_to_search"] - step["leaves_to_search"] <= max(1, int(tolerance * chosen["leaves_to_search"]))
-        for step in below), ladder
+    assert chosen["recall"] >= floor
+    assert (index.leaves_to_search, index.reorder_num_neighbors) == pairs[-1]
+    for reorder in {depth for _, depth in pairs}:
+        steps = [step for step in ladder if step["reorder_num_neighbors"] == reorder]
+        passing = [step["leaves_to_search"] for step in steps if step["recall"] >= floor]
+        if not passing:
+            continue
+        fewest = min(passing)
+        below = [step for step in steps if step["leaves_to_search"] < fewest]
+        assert all(step["recall"] < floor for step in below), ladder
+        assert fewest == 1 or any(fewest - step["leaves_to_search"] <= max(1, int(tolerance * fewest))
+                                  for step in below), ladder
+    timed = [step for step in ladder if "search_seconds" in step]
+    if timed:
+        assert all(step["recall"] >= floor for step in timed)
+        assert chosen["search_seconds"] == min(step["search_seconds"] for step in timed)
 
 
 def test_scann_tuning_searches_fewer_leaves_when_the_default_already_passes():
     embeddings, queries = clustered()
-    index = ScannIndex(embeddings, k=10)  # default: a quarter of the leaves
+    index = ScannIndex(embeddings, k=10, params=ScannParams(reorder_num_neighbors=40))  # a quarter of the leaves
     start = index.leaves_to_search
     ladder = index.tune(queries, embeddings, 10, min_recall=0.9)
+    assert index.reorder_choices == (40,) and {step["reorder_num_neighbors"] for step in ladder} == {40}
     assert ladder[0]["leaves_to_search"] == start and ladder[0]["recall"] >= 0.9
-    assert_cheapest_passing(ladder, 0.9, index)
+    assert_fastest_passing(ladder, 0.9, index)
     assert index.leaves_to_search < start
     # recall grows with the leaves searched: the answer is the same from any start
-    again = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=1))
+    again = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=1, reorder_num_neighbors=40))
     again.tune(queries, embeddings, 10, min_recall=0.9)
     assert again.leaves_to_search == pytest.approx(index.leaves_to_search, abs=max(1, 0.05 * start))
 
 
+def test_scann_tuning_times_each_reorder_depth_at_its_fewest_leaves():
+    embeddings, queries = clustered()
+    index = ScannIndex(embeddings, k=10)
+    assert index.reorder_choices == (10, 20, 100)
+    ladder = index.tune(queries, embeddings, 10, min_recall=0.9)
+    assert {step["reorder_num_neighbors"] for step in ladder} == {10, 20, 100}
+    assert_fastest_passing(ladder, 0.9, index)
+    assert index_recall(index, queries, embeddings, 10) == pytest.approx(ladder[-1]["recall"])
+
+
 def test_scann_tuning_keeps_every_leaf_when_the_floor_is_out_of_reach():
     embeddings, queries = clustered()
-    index = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=2, dimensions_per_block=8))
+    index = ScannIndex(embeddings, k=10, params=ScannParams(num_leaves_to_search=2, dimensions_per_block=8,
+                                                           reorder_num_neighbors=30))
     ladder = index.tune(queries, embeddings, 10, min_recall=1.01)
     assert index.leaves_to_search == index.params.num_leaves == ladder[-1]["leaves_to_search"]
     assert [step["leaves_to_search"] for step in ladder] == [2, 4, 8, 16, 32, 64, 128, index.params.num_leaves][

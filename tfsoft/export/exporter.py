@@ -255,7 +255,8 @@ def export_run(run_dir, export_dir, *, index: str | None = None, k: int | None =
         result = ExportResult(
             path=str(Path(export_dir) / str(version)), version=version, index=options.index, k=k,
             inputs=list(inputs), recall=round(measured.recall, 6), recall_queries=measured.num_queries,
-            scann=dict(built.params.to_dict(), num_leaves_to_search=built.leaves_to_search, tuning=measured.tuning)
+            scann=dict(built.params.to_dict(), num_leaves_to_search=built.leaves_to_search,
+                       reorder_num_neighbors=built.reorder_num_neighbors, tuning=measured.tuning)
             if options.index == "scann" else None, warmup_records=records,
             size_bytes=0, seconds=0.0, signatures=sorted(signatures))
         metadata = dict(result.to_dict(), run_dir=str(run.paths.root.resolve()), checkpoint=checkpoint,

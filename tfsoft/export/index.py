@@ -24,6 +24,7 @@ without an item holds index 0 and :data:`tfsoft.topk.LOWEST_SCORE`.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -119,6 +120,10 @@ class ScannIndex(tf.Module):
         _check_embeddings(embeddings)
         self.num_candidates = embeddings.shape[0] - 1
         self.params = params.resolve(self.num_candidates, k)
+        self.k = min(k, self.num_candidates)
+        #: reorder depths :meth:`tune` may choose from (only the configured one when it was set)
+        self.reorder_choices = ((self.params.reorder_num_neighbors,) if params.reorder_num_neighbors is not None
+                                else reorder_choices(self.k, self.num_candidates, self.params.reorder_num_neighbors))
         p = self.params
         builder = scann_ops.builder(embeddings[1:], min(k, self.num_candidates), "dot_product")
         if p.num_leaves > 1:
@@ -126,11 +131,12 @@ class ScannIndex(tf.Module):
                                    training_sample_size=p.training_sample_size)
         builder = builder.score_ah(p.dimensions_per_block,
                                    anisotropic_quantization_threshold=p.anisotropic_quantization_threshold)
-        builder = builder.reorder(p.reorder_num_neighbors)
+        builder = builder.reorder(max(self.reorder_choices))
         searcher = builder.build()
         self.state = searcher.serialize_to_module()
         self._scann_ops = scann_ops
         self.leaves_to_search = p.num_leaves_to_search
+        self.reorder_num_neighbors = p.reorder_num_neighbors
 
     def search(self, queries, num_results, exclude=None):
         """Approximate top-``num_results``; with ``exclude`` [B, E], ScaNN is asked for
@@ -141,7 +147,7 @@ class ScannIndex(tf.Module):
         searcher = self._scann_ops.searcher_from_module(self.state)
         wanted = tf.cast(num_results, tf.int32)
         fetch = tf.minimum(wanted + tf.shape(exclude)[1], self.num_candidates)
-        reorder = tf.maximum(fetch, self.params.reorder_num_neighbors)
+        reorder = tf.maximum(fetch, self.reorder_num_neighbors)
         indices, scores = searcher.search_batched(queries, final_num_neighbors=fetch,
                                                   pre_reorder_num_neighbors=reorder,
                                                   leaves_to_search=self.leaves_to_search)
@@ -150,56 +156,94 @@ class ScannIndex(tf.Module):
         return tf.cast(indices, tf.int32), scores
 
     def tune(self, queries: np.ndarray, embeddings: np.ndarray, k: int, min_recall: float,
-             tolerance: float = 0.05) -> list[dict]:
-        """Set ``leaves_to_search`` to the fewest leaves whose recall@k on ``queries`` reaches ``min_recall``.
+             tolerance: float = 0.05, timing_repeats: int = 3) -> list[dict]:
+        """Choose the fastest setting whose recall@k on ``queries`` reaches ``min_recall``.
 
-        The partitions searched set the cost of a query (each leaf's points are scored), so the
-        cheapest setting above the floor is the one to serve. From the current value, halve while
-        the floor holds (or double while it does not) until one setting passes and one fails, then
-        bisect between them until they are within ``tolerance`` of the passing one (or adjacent).
-        Recall grows with the leaves searched, so the bracket holds the answer. If even all leaves
-        (exact search of the quantised scores) miss the floor, all leaves are kept.
+        Two knobs set the cost of a query: the leaves searched (every point of a searched leaf is
+        scored with the quantised scores) and the candidates re-scored exactly
+        (``reorder_num_neighbors``: a random read of a full-precision row each). For each reorder
+        depth of :attr:`reorder_choices` (``k``, ``2k``, ``4k`` unless ``scann.reorder_num_neighbors``
+        was set), :meth:`_fewest_leaves` finds the fewest leaves that reach the floor; the passing
+        pairs are then timed on ``queries`` (best of ``timing_repeats``) and the fastest is kept.
+        Fewer re-scored candidates need more leaves for the same recall, and which side wins depends
+        on the catalog, the dimension and the machine, so it is measured rather than modelled.
+        If no pair reaches the floor, every leaf with the deepest reorder is kept.
 
-        Returns the ladder ``[{"leaves_to_search", "recall"}, ...]`` in the order measured, with the
-        chosen setting moved last (its recall is what the floor was checked against)."""
-        total = self.params.num_leaves
-        measured: dict[int, float] = {}
+        Returns the ladder ``[{"leaves_to_search", "reorder_num_neighbors", "recall"[, "search_seconds"]}, ...]``
+        in the order measured, with the chosen setting moved last (its recall is what the floor
+        was checked against)."""
+        measured: dict[tuple[int, int], dict] = {}
+        start = self.leaves_to_search
+        passing = []
+        for reorder in sorted(self.reorder_choices, reverse=True):
+            self.reorder_num_neighbors = reorder
+            leaves = self._fewest_leaves(queries, embeddings, k, min_recall, tolerance, start, measured)
+            if measured[(leaves, reorder)]["recall"] >= min_recall:
+                passing.append((leaves, reorder))
+                start = leaves
+        if len(passing) > 1:
+            batch = tf.constant(np.asarray(queries, np.float32))
+            for leaves, reorder in passing:
+                self.leaves_to_search, self.reorder_num_neighbors = leaves, reorder
+                seconds = []
+                for _ in range(timing_repeats + 1):  # the first call warms up
+                    started = time.perf_counter()
+                    self.search(batch, k)[0].numpy()
+                    seconds.append(time.perf_counter() - started)
+                measured[(leaves, reorder)]["search_seconds"] = round(min(seconds[1:]), 6)
+            chosen = min(passing, key=lambda pair: measured[pair]["search_seconds"])
+        else:
+            chosen = passing[0] if passing else (self.params.num_leaves, max(self.reorder_choices))
+        self.leaves_to_search, self.reorder_num_neighbors = chosen
+        ladder = [step for pair, step in measured.items() if pair != chosen]
+        return ladder + [measured[chosen]]
+
+    def _fewest_leaves(self, queries, embeddings, k, min_recall, tolerance, start, measured) -> int:
+        """The fewest ``leaves_to_search`` reaching ``min_recall`` at the current reorder depth.
+
+        From ``start``, halve while the floor holds (or double while it does not) until one setting
+        passes and one fails, then bisect until they are within ``tolerance`` of the passing one
+        (or adjacent); recall grows with the leaves searched, so the bracket holds the answer. All
+        leaves when even they miss the floor. Every measurement lands in ``measured``."""
+        total, reorder = self.params.num_leaves, self.reorder_num_neighbors
 
         def passes(leaves: int) -> bool:
-            if leaves not in measured:
+            if (leaves, reorder) not in measured:
                 self.leaves_to_search = leaves
-                measured[leaves] = index_recall(self, queries, embeddings, k)
-            return measured[leaves] >= min_recall
+                measured[(leaves, reorder)] = {"leaves_to_search": leaves, "reorder_num_neighbors": reorder,
+                                               "recall": index_recall(self, queries, embeddings, k)}
+            return measured[(leaves, reorder)]["recall"] >= min_recall
 
-        start = min(max(1, int(self.leaves_to_search)), total)
-        failing, passing = 0, None  # 0 leaves find nothing: a "failing" lower end
+        start = min(max(1, int(start)), total)
+        failing, fewest = 0, None  # 0 leaves find nothing: a "failing" lower end
         if passes(start):
-            passing = start
-            while passing > 1 and passes(max(1, passing // 2)):
-                passing = max(1, passing // 2)
-            failing = max(1, passing // 2) if passing > 1 else 0
+            fewest = start
+            while fewest > 1 and passes(max(1, fewest // 2)):
+                fewest = max(1, fewest // 2)
+            failing = max(1, fewest // 2) if fewest > 1 else 0
         else:
             failing = start
             while failing < total:
                 upper = min(total, 2 * failing)
                 if passes(upper):
-                    passing = upper
+                    fewest = upper
                     break
                 failing = upper
-        if passing is None:  # below the floor even with every leaf
-            chosen = total
-        else:
-            while passing - failing > max(1, int(tolerance * passing)):
-                middle = (passing + failing) // 2
-                if passes(middle):
-                    passing = middle
-                else:
-                    failing = middle
-            chosen = passing
-        self.leaves_to_search = chosen
-        ladder = [{"leaves_to_search": leaves, "recall": recall} for leaves, recall in measured.items()
-                  if leaves != chosen]
-        return ladder + [{"leaves_to_search": chosen, "recall": measured[chosen]}]
+        if fewest is None:
+            return total
+        while fewest - failing > max(1, int(tolerance * fewest)):
+            middle = (fewest + failing) // 2
+            if passes(middle):
+                fewest = middle
+            else:
+                failing = middle
+        return fewest
+
+
+def reorder_choices(k: int, num_candidates: int, largest: int) -> tuple[int, ...]:
+    """Reorder depths :meth:`ScannIndex.tune` tries: ``k``, ``2k`` and ``4k`` (at least 100, the
+    default depth ``largest``), none above the catalog; ascending."""
+    return tuple(sorted({min(depth, num_candidates) for depth in (k, 2 * k, largest)}))
 
 
 def build_index(kind: str, embeddings: np.ndarray, k: int, scann: ScannParams = ScannParams()):
