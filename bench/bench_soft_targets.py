@@ -120,6 +120,29 @@ def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dic
             "overrides": overrides}
 
 
+def summarise(entry: dict) -> dict:
+    """Mean ± std of validation/test Recall@10 and NDCG@10 over an entry's runs."""
+    return {f"{split}_{metric}": mean_std(r[split][metric] for r in entry["runs"])
+            for split in ("validation", "test") for metric in ("recall@10", "ndcg@10")}
+
+
+def merge_results(state: dict, other: dict) -> int:
+    """Fold ``other``'s runs into ``state`` (runs of a (tower, variant, seed) already held are kept);
+    returns the runs added. Two processes on two cores (one tower each) write two files; this joins them."""
+    added = 0
+    for tower, variants in other.get("results", {}).items():
+        for variant, entry in variants.items():
+            mine = state.setdefault("results", {}).setdefault(tower, {}).setdefault(variant, {"runs": []})
+            held = {r["seed"] for r in mine["runs"]}
+            for run in entry["runs"]:
+                if run["seed"] not in held:
+                    mine["runs"].append(run)
+                    added += 1
+            mine["runs"].sort(key=lambda r: r["seed"])
+            mine["summary"] = summarise(mine)
+    return added
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="lastfm_small", choices=list(DATA))
@@ -131,9 +154,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (smoke runs only)")
     parser.add_argument("--runs", default="runs/bench_soft_targets")
     parser.add_argument("--out", default=None, help="default: bench/results/soft_targets_{lastfm,ml1m}.json")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only fold these results files (e.g. one per tower, run side by side) into --out")
     args = parser.parse_args()
     out = Path(args.out or f"bench/results/soft_targets_{OUT_NAMES[args.dataset]}.json")
     state = json.loads(out.read_text()) if out.is_file() else {}
+    if args.merge:
+        for path in args.merge:
+            other = json.loads(Path(path).read_text())
+            print(f"{path}: {merge_results(state, other)} runs added")
+            for key in ("benchmark", "dataset", "machine", "paper", "epochs", "steps_per_epoch"):
+                state.setdefault(key, other.get(key))
+        write_result(str(out), state)
+        return
     # base runs first: the distillation variants read them as teachers
     for name in args.variants:
         parse_variant(name)  # unknown names fail before any training
@@ -149,8 +182,7 @@ def main() -> None:
                       f"test recall@10 {run['test']['recall@10']:.4f} ndcg@10 {run['test']['ndcg@10']:.4f}",
                       flush=True)
                 entry["runs"].append(run)
-                entry["summary"] = {f"{split}_{metric}": mean_std(r[split][metric] for r in entry["runs"])
-                                    for split in ("validation", "test") for metric in ("recall@10", "ndcg@10")}
+                entry["summary"] = summarise(entry)
                 state.update(benchmark="soft targets vs base per backbone (issue 13)", dataset=args.dataset,
                              machine=machine(), paper=PAPER.get(args.dataset, {}), epochs=args.epochs,
                              steps_per_epoch=args.steps)

@@ -1,0 +1,48 @@
+"""bench/bench_soft_targets.py's bookkeeping: variant names and joining per-tower result files."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_soft_targets", ROOT / "bench" / "bench_soft_targets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(seed, recall, ndcg):
+    metrics = {"recall@10": recall, "ndcg@10": ndcg}
+    return {"seed": seed, "validation": dict(metrics), "test": dict(metrics)}
+
+
+def test_variant_names_set_alpha_and_temperature(bench):
+    loss, soft = bench.parse_variant("ckd/a0.7/t6")
+    assert loss == bench.FULL
+    assert "soft_target.alpha=0.7" in soft and "soft_target.temperature=6" in soft
+    assert not any(s in soft for s in ("soft_target.alpha=0.5", "soft_target.temperature=3"))
+    with pytest.raises(SystemExit, match="no soft target"):
+        bench.parse_variant("base/a0.5")
+    with pytest.raises(SystemExit, match="neither"):
+        bench.parse_variant("ckd/x3")
+
+
+def test_merging_per_tower_files_keeps_held_seeds_and_recomputes_the_summary(bench):
+    state = {"results": {"gru": {"base": {"runs": [run(0, 0.2, 0.1)]}}}}
+    other = {"results": {"gru": {"base": {"runs": [run(0, 0.9, 0.9), run(2, 0.4, 0.3), run(1, 0.3, 0.2)]}},
+                         "sasrec": {"ckd": {"runs": [run(1, 0.5, 0.25)]}}}}
+    assert bench.merge_results(state, other) == 3
+    gru = state["results"]["gru"]["base"]
+    assert [r["seed"] for r in gru["runs"]] == [0, 1, 2]
+    assert gru["runs"][0]["test"]["recall@10"] == 0.2  # the held seed 0 is not replaced
+    summary = gru["summary"]["test_recall@10"]
+    assert summary["mean"] == pytest.approx(np.mean([0.2, 0.3, 0.4]))
+    assert summary["std"] == pytest.approx(np.std([0.2, 0.3, 0.4], ddof=1))  # sample std, as bench/common.py
+    assert state["results"]["sasrec"]["ckd"]["summary"]["test_ndcg@10"]["mean"] == pytest.approx(0.25)
+    assert bench.merge_results(state, other) == 0
