@@ -122,6 +122,12 @@ def test_scann_tuning_times_each_reorder_depth_at_its_fewest_leaves():
     assert {step["reorder_num_neighbors"] for step in ladder} == {10, 20, 100}
     assert_fastest_passing(ladder, 0.9, index)
     assert index_recall(index, queries, embeddings, 10) == pytest.approx(ladder[-1]["recall"])
+    capped = [depth for depth in (10, 20)
+              if all(step["recall"] < 0.9 for step in ladder if step["reorder_num_neighbors"] == depth)]
+    assert capped, ladder  # re-scoring only k (or 2k) candidates caps recall below the floor here
+    for depth in capped:  # such a depth is given up after one exhaustive pass, not a doubling ladder
+        tried = [step["leaves_to_search"] for step in ladder if step["reorder_num_neighbors"] == depth]
+        assert len(tried) == 2 and tried[-1] == index.params.num_leaves, ladder
 
 
 def test_scann_tuning_keeps_every_leaf_when_the_floor_is_out_of_reach():

@@ -175,9 +175,10 @@ class ScannIndex(tf.Module):
         measured: dict[tuple[int, int], dict] = {}
         start = self.leaves_to_search
         passing = []
-        for reorder in sorted(self.reorder_choices, reverse=True):
+        for depth, reorder in enumerate(sorted(self.reorder_choices, reverse=True)):
             self.reorder_num_neighbors = reorder
-            leaves = self._fewest_leaves(queries, embeddings, k, min_recall, tolerance, start, measured)
+            leaves = self._fewest_leaves(queries, embeddings, k, min_recall, tolerance, start, measured,
+                                         ceiling_first=depth > 0)
             if measured[(leaves, reorder)]["recall"] >= min_recall:
                 passing.append((leaves, reorder))
                 start = leaves
@@ -198,10 +199,13 @@ class ScannIndex(tf.Module):
         ladder = [step for pair, step in measured.items() if pair != chosen]
         return ladder + [measured[chosen]]
 
-    def _fewest_leaves(self, queries, embeddings, k, min_recall, tolerance, start, measured) -> int:
+    def _fewest_leaves(self, queries, embeddings, k, min_recall, tolerance, start, measured,
+                       ceiling_first: bool = False) -> int:
         """The fewest ``leaves_to_search`` reaching ``min_recall`` at the current reorder depth.
 
-        From ``start``, halve while the floor holds (or double while it does not) until one setting
+        With ``ceiling_first`` (a shallower depth than one already tuned), all leaves are measured
+        first when ``start`` fails: a depth whose re-scoring caps recall below the floor is then
+        given up after one exhaustive pass instead of a doubling ladder. From ``start``, halve while the floor holds (or double while it does not) until one setting
         passes and one fails, then bisect until they are within ``tolerance`` of the passing one
         (or adjacent); recall grows with the leaves searched, so the bracket holds the answer. All
         leaves when even they miss the floor. Every measurement lands in ``measured``."""
@@ -223,6 +227,8 @@ class ScannIndex(tf.Module):
             failing = max(1, fewest // 2) if fewest > 1 else 0
         else:
             failing = start
+            if ceiling_first and not passes(total):
+                return total
             while failing < total:
                 upper = min(total, 2 * failing)
                 if passes(upper):
