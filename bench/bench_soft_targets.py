@@ -49,6 +49,10 @@ VARIANTS = {
     "ssm_popularity": (SSM, ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"]),
     "ssm_skd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
                       "soft_target.temperature=3"]),
+    "ssm_ckd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
+                      "soft_target.temperature=3"]),
+    "ssm_neighbour": (SSM, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
+                            "soft_target.num_neighbours=10"]),
 }
 
 #: CSRec (TOIS) Table: lastfm_small, Recall@10 / NDCG@10 (%)
