@@ -274,6 +274,8 @@ def index_recall(index, queries: np.ndarray, embeddings: np.ndarray, k: int, bat
         raise ExportError("index recall needs at least one query")
     k = min(k, index.num_candidates)
     candidates = tf.constant(np.asarray(embeddings, np.float32))
+    # the exact scores of a chunk are [chunk, V] floats: at most 2^26 of them (256 MiB) at a time
+    batch_size = max(1, min(batch_size, 2 ** 26 // max(1, len(embeddings))))
     hits = 0
     for start in range(0, len(queries), batch_size):
         chunk = tf.constant(queries[start:start + batch_size])
