@@ -1,5 +1,6 @@
 """Soft targets against their base, per backbone (issue 13): SoftRec's label smoothing, POP+ and
-the neighbour source (CSN), distillation from a teacher run (SKD: a base run of the same tower; CKD: of the other tower),
+the neighbour source (CSN), distillation from a teacher run (SKD: a base run of the same tower; CKD: of the other tower; ``ens``: both,
+their probabilities averaged as CSRec averages its teachers),
 on full softmax and on in-batch SSM, beside the CSRec paper's Base and SoftRec columns.
 
 Every run is ``tfsoft train`` (:func:`tfsoft.train_run.train_run`) into
@@ -42,6 +43,9 @@ VARIANTS = {
                    "soft_target.temperature=3"]),
     "ckd": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
                    "soft_target.temperature=3"]),
+    # CSRec's averaged teachers: both backbones' base runs, probabilities averaged with equal weights
+    "ens": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]", "soft_target.alpha=0.5",
+                   "soft_target.temperature=3"]),
     "neighbour": (FULL, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
                          "soft_target.num_neighbours=10"]),
     "desorec": (FULL, ["soft_target=desorec", "soft_target.teacher_runs=[{teacher}]"]),
@@ -51,9 +55,15 @@ VARIANTS = {
                       "soft_target.temperature=3"]),
     "ssm_ckd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
                       "soft_target.temperature=3"]),
+    "ssm_ens": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]", "soft_target.alpha=0.5",
+                      "soft_target.temperature=3"]),
     "ssm_neighbour": (SSM, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
                             "soft_target.num_neighbours=10"]),
 }
+
+#: the best variant per backbone on lastfm_small, chosen on validation NDCG@10 (seed-0 screen,
+#: bench/results/soft_targets_screen_*.json): configs/soft_targets/{gru4rec,sasrec}_best.yaml
+BEST = {"gru": "ckd/a0.8/t1", "sasrec": "ckd/a0.8/t1"}
 
 #: CSRec (TOIS) Table: lastfm_small, Recall@10 / NDCG@10 (%)
 PAPER = {"lastfm_small": {"gru": {"base": (16.683, 10.081)}, "sasrec": {"base": (20.350, 11.432),
