@@ -1,31 +1,22 @@
 """The serving benchmarks' pieces on tiny catalogs (bench/bench_serving.py and
 bench/bench_serving_load.py; the full runs write bench/results/serving.json and serving_load.json)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.bench_helpers import load_bench as load_bench_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("bench_serving")
+    return load_bench_script("bench_serving")
 
 
 @pytest.fixture(scope="module")
 def load_bench():
-    return _load("bench_serving_load")
+    return load_bench_script("bench_serving_load")
 
 
 def test_synthetic_data_is_normalised_clustered_and_exact_search_matches_numpy(bench):

@@ -1,22 +1,17 @@
 """The soft-target overhead benchmark's smoke run (bench/bench_soft_target_overhead.py; the full run
 writes bench/results/soft_target_overhead.json)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_soft_target_overhead",
-                                                  ROOT / "bench" / "bench_soft_target_overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_soft_target_overhead")
 
 
 def test_quick_run_writes_every_key(bench, tmp_path):

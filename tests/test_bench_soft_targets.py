@@ -1,20 +1,15 @@
 """bench/bench_soft_targets.py's bookkeeping: variant names and joining per-tower result files."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_soft_targets", ROOT / "bench" / "bench_soft_targets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_soft_targets")
 
 
 def run(seed, recall, ndcg):

@@ -4,7 +4,6 @@ the real lastfm_small data; commands run in-process through ``main(argv)`` excep
 
 import csv
 import functools
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.bench_helpers import load_bench
 from tfsoft import train_run as train_run_module
 from tfsoft.backend import keras
 from tfsoft.cli import main
@@ -223,9 +223,7 @@ def test_every_yaml_in_configs_validates():
 
 
 def test_loss_configs_match_the_loss_benchmark_variants():
-    spec = importlib.util.spec_from_file_location("bench_losses", ROOT / "bench" / "bench_losses.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_losses")
     assert sorted(path.stem for path in (ROOT / "configs" / "losses").glob("*.yaml")) == sorted(bench.VARIANTS)
     for name, (loss, model) in bench.VARIANTS.items():
         config = load_config(ROOT / "configs" / "losses" / f"{name}.yaml")
@@ -235,9 +233,7 @@ def test_loss_configs_match_the_loss_benchmark_variants():
 
 
 def test_tower_configs_match_the_tower_benchmark_variants():
-    spec = importlib.util.spec_from_file_location("bench_towers", ROOT / "bench" / "bench_towers.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_towers")
     variants = {name: payload for part in bench.PARTS.values() for name, payload in part.items()}
     assert sorted(path.stem for path in (ROOT / "configs" / "towers").glob("*.yaml")) == sorted(variants)
     for name, payload in variants.items():

@@ -1,10 +1,11 @@
 """configs/soft_targets/: the base recipes and the best soft-target recipe per backbone are exactly
 what bench/bench_soft_targets.py measured (bench/results/soft_targets_lastfm.json)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.bench_helpers import load_bench
 
 from tfsoft.config import load_config
 
@@ -15,10 +16,7 @@ FILES = {"gru": "gru4rec", "sasrec": "sasrec"}
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_soft_targets", ROOT / "bench" / "bench_soft_targets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_soft_targets")
 
 
 def bench_config(bench, tower, variant, **runs):

@@ -1,23 +1,19 @@
 """bench/bench_batch.py's quick mode end to end (tiny catalog; no timing is asserted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_helpers import load_bench
+
 
 pytest.importorskip("apache_beam")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_batch", ROOT / "bench" / "bench_batch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_batch")
 
 
 def test_clustered_blocks_are_contiguous_normalised_clusters(bench):

@@ -1,17 +1,14 @@
 """The TIL benchmark's smoke run (bench/bench_til.py --quick; the full run writes
 bench/results/til_lastfm.json). No wall-time assertion: only that every key is there."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_helpers import load_bench
 
 
 def test_quick_run_writes_every_key(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_til", ROOT / "bench" / "bench_til.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_til")
     out = tmp_path / "til.json"
     bench.main(["--quick", "--backbones", "mf", "--variants", "bpr", "til_ui", "--out", str(out)])
     result = json.loads(out.read_text())
