@@ -126,7 +126,15 @@ class ScoreTableTower(keras.layers.Layer):
         width = tf.shape(recent)[1]
         steps_back = tf.cast(tf.range(width - 1, -1, -1), tf.float32)
         weights = tf.pow(tf.constant(self.decay, tf.float32), steps_back)  # newest: decay^0
-        scores = tf.einsum("bmv,m->bv", tf.gather(self._table, recent), weights)
+        # Σ_k w_k · table[h_k] as (weighted multi-hot [B, V]) @ table: O(B·V) memory, not the
+        # O(B·m·V) of gathering m table rows per query (long histories, e.g. m = 1000).
+        rows = tf.repeat(tf.range(tf.cast(batch, tf.int64)), width)
+        flat_index = rows * self.num_items + tf.reshape(recent, [-1])
+        flat_weight = tf.tile(weights, [batch])
+        weighted_history = tf.reshape(
+            tf.math.unsorted_segment_sum(flat_weight, flat_index, tf.cast(batch, tf.int64) * self.num_items),
+            tf.stack([batch, self.num_items]))
+        scores = tf.matmul(weighted_history, self._table)
         return scores + self.fill * popularity
 
 
