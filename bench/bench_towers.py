@@ -11,6 +11,10 @@ MF, LightGCN and NGCF, each with SSM and BPR.
     .venv/bin/python bench/bench_towers.py --part sequential --variants narm nextitnet caser youtube_dnn nfm
     .venv/bin/python bench/bench_towers.py --part graph --seeds 0 1 2
     .venv/bin/python bench/bench_towers.py --part graph --variants ngcf ngcf_bpr mf_bpr
+    .venv/bin/python bench/bench_towers.py --part sequential --dataset ml-1m --variants narm nextitnet --epochs 30
+
+Every finished (variant, seed) is written to --out at once and skipped when the command runs
+again (``--fresh`` reruns it), so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import machine, mean_std, write_result  # noqa: E402
+from common import EpochTimer, machine, mean_std, write_result  # noqa: E402
 
 from tfsoft.config import parse_config  # noqa: E402
 from tfsoft.training import prepare_data, train  # noqa: E402
@@ -90,6 +94,11 @@ PARTS = {
         "ngcf": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "ngcf", "num_layers": 3, "dropout": 0.1},
                                                "embedding_dim": 64},
                  "loss": GRAPH_SSM},
+        # no training: the user's whole training history (the split is random, not by time, so
+        # item-kNN weighs every history item equally), beside the trained rows
+        "popularity": {"data": {**GRAPH_DATA, "max_history": 1000}, "model": {"query_tower": {"name": "popularity"}}},
+        "item_knn": {"data": {**GRAPH_DATA, "max_history": 1000},
+                     "model": {"query_tower": {"name": "item_knn", "history_items": 1000, "decay": 1.0}}},
         "ngcf_bpr": {"data": GRAPH_DATA, "model": {"query_tower": {"name": "ngcf", "num_layers": 3, "dropout": 0.1},
                                                    "embedding_dim": 64, "similarity": "dot"},
                      "loss": {"name": "bpr", "num_negatives": 1}},
@@ -109,54 +118,107 @@ REFERENCES = {
 }
 
 
+#: ML-1M (leave-one-out on file order): the per-sequence towers on windows of 50, the
+#: settings of the GRU4Rec/SASRec defaults measured there (bench/results/recipes.json)
+ML1M_DATA = {"path": "ml-1m", "split": "leave_one_out", "window": None, "max_history": 50, "example_mode": "window"}
+
+ML1M_REFERENCES = {
+    # bench/bench_recipes.py on ML-1M (bench/results/recipes.json): baselines and the tuned defaults
+    "item_transition": {"recall@10": 0.18841, "ndcg@10": 0.10521},
+    "item_knn": {"recall@10": 0.12070, "ndcg@10": 0.06387},
+    "popularity": {"recall@10": 0.02202, "ndcg@10": 0.01051},
+    "defaults/gru4rec (1 seed)": {"recall@10": 0.22649, "ndcg@10": 0.12489},
+    "defaults/sasrec (1 seed)": {"recall@10": 0.23808, "ndcg@10": 0.12982},
+    "tfrs_gru_recipe": {"recall@10": 0.1515, "ndcg@10": 0.074},
+}
+
+
+def variant_specs(part: str, dataset: str) -> dict[str, dict]:
+    """The part's variants, with their data section moved to ``dataset`` where it is not lastfm_small."""
+    specs = copy.deepcopy(PARTS[part])
+    if dataset == "lastfm_small":
+        return specs
+    if part != "sequential":
+        raise SystemExit(f"--dataset {dataset}: only the sequential part runs on it")
+    per_sequence = {name: spec for name, spec in specs.items() if spec["data"].get("example_mode") == "user"}
+    for spec in per_sequence.values():
+        spec["data"] = dict(ML1M_DATA)
+    return per_sequence
+
+
+def summarise(spec: dict, runs: list[dict]) -> dict:
+    out = {"config": spec, "runs": runs}
+    for metric in ("recall@10", "ndcg@10", "recall@20", "ndcg@20"):
+        out[f"test_{metric}"] = mean_std(r["test"][metric] for r in runs)
+    timed = [r["seconds_per_epoch"] for r in runs if "seconds_per_epoch" in r]
+    if timed:
+        out["seconds_per_epoch"] = mean_std(timed)
+    return out
+
+
+def run_one(config, prepared) -> dict:
+    timer = EpochTimer()
+    started = time.perf_counter()
+    result = train(config, prepared=prepared, callbacks=[timer])
+    metrics = evaluate_splits(result.model, config, result.prepared)
+    keep = lambda split: {k: v for k, v in metrics[split].items() if "@" in k and k != "long_tail_recall"}
+    return {"seed": config.train.seed, "max_epochs": config.train.epochs, "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history.get("loss", [])), "train_seconds": result.train_seconds,
+            "seconds_per_epoch": sum(timer.wall) / len(timer.wall) if timer.wall else 0.0,
+            "seconds": time.perf_counter() - started, "test": keep("test"), "validation": keep("validation"),
+            "test_long_tail_recall@10": metrics["test"]["long_tail_recall"]["10"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--part", choices=list(PARTS), required=True)
+    parser.add_argument("--dataset", choices=["lastfm_small", "ml-1m"], default="lastfm_small")
     parser.add_argument("--variants", nargs="*", default=None, help="run only these (results of the others in --out are kept)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--fresh", action="store_true",
+                        help="rerun (variant, seed) pairs already in --out instead of keeping them")
     args = parser.parse_args()
-    out = args.out or f"bench/results/towers_{args.part}_lastfm.json"
-    variants = {name: spec for name, spec in PARTS[args.part].items() if not args.variants or name in args.variants}
-    results, prepared_cache = {}, {}
+    suffix = "lastfm" if args.dataset == "lastfm_small" else "ml1m"
+    out = Path(args.out or f"bench/results/towers_{args.part}_{suffix}.json")
+    specs = variant_specs(args.part, args.dataset)
+    unknown = sorted(set(args.variants or ()) - set(specs))
+    if unknown:
+        raise SystemExit(f"--variants: unknown for part {args.part} on {args.dataset}: {unknown}; "
+                         f"choose from {sorted(specs)}")
+    variants = {name: spec for name, spec in specs.items() if not args.variants or name in args.variants}
+    # every finished run is written at once, so a killed benchmark resumes where it stopped
+    results = json.loads(out.read_text()).get("results", {}) if out.is_file() else {}
+    header = {"benchmark": f"towers on {args.dataset} ({args.part})", "dataset": args.dataset,
+              "max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size,
+              "optimizer": "Adam (1e-3 unless the variant sets train)",
+              "references": ML1M_REFERENCES if args.dataset == "ml-1m" else REFERENCES.get(args.part, {})}
+    prepared_cache = {}
     for name, spec in variants.items():
-        runs = []
+        done = {} if args.fresh else {r["seed"]: r for r in results.get(name, {}).get("runs", [])}
+        runs = list(done.values())
         for seed in args.seeds:
+            if seed in done:
+                continue
             payload = copy.deepcopy(spec)
             payload["train"] = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": 1e-3,
                                 "early_stopping_patience": args.patience, **spec.get("train", {}), "seed": seed}
             config = parse_config(payload)
             key = config.data.model_dump_json()
-            prepared_cache.setdefault(key, prepare_data(config.data))
-            started = time.perf_counter()
-            result = train(config, prepared=prepared_cache[key])
-            metrics = evaluate_splits(result.model, config, result.prepared)
-            test = {k: v for k, v in metrics["test"].items() if "@" in k and k != "long_tail_recall"}
-            runs.append({"seed": seed, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
-                         "seconds": time.perf_counter() - started, "test": test,
-                         "validation": {k: v for k, v in metrics["validation"].items() if "@" in k
-                                        and k != "long_tail_recall"},
-                         "test_long_tail_recall@10": metrics["test"]["long_tail_recall"]["10"]})
-            print(f"{name:14s} seed {seed}: test recall@10 {test['recall@10']:.4f} "
-                  f"ndcg@10 {test['ndcg@10']:.4f} (best epoch {result.best_epoch}, "
-                  f"{result.train_seconds:.0f}s)", flush=True)
-        results[name] = {"config": spec,
-                         "test_recall@10": mean_std(r["test"]["recall@10"] for r in runs),
-                         "test_ndcg@10": mean_std(r["test"]["ndcg@10"] for r in runs),
-                         "test_recall@20": mean_std(r["test"]["recall@20"] for r in runs),
-                         "test_ndcg@20": mean_std(r["test"]["ndcg@20"] for r in runs),
-                         "runs": runs}
-    previous = Path(out)
-    if previous.is_file():  # keep the variants this invocation did not run
-        kept = json.loads(previous.read_text()).get("results", {})
-        results = {**{k: v for k, v in kept.items() if k not in results}, **results}
-    write_result(out, {"benchmark": f"towers on lastfm_small ({args.part})", "machine": machine(),
-                       "seeds": args.seeds, "max_epochs": args.epochs, "patience": args.patience,
-                       "batch_size": args.batch_size, "optimizer": "Adam (1e-3 unless the variant sets train)",
-                       "references": REFERENCES.get(args.part, {}), "results": results})
+            if key not in prepared_cache:
+                prepared_cache.clear()  # one prepared dataset in memory at a time
+                prepared_cache[key] = prepare_data(config.data)
+            run = run_one(config, prepared_cache[key])
+            runs.append(run)
+            runs.sort(key=lambda r: r["seed"])
+            results[name] = summarise(spec, runs)
+            write_result(str(out), {**header, "machine": machine(), "results": results})
+            print(f"{name:14s} seed {seed}: test recall@10 {run['test']['recall@10']:.4f} "
+                  f"ndcg@10 {run['test']['ndcg@10']:.4f} (best epoch {run['best_epoch']}/{run['epochs_run']}, "
+                  f"{run['seconds_per_epoch']:.1f} s/epoch)", flush=True)
 
 
 if __name__ == "__main__":

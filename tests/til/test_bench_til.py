@@ -15,7 +15,7 @@ def test_quick_run_writes_every_key(tmp_path):
     assert result["quick"] is True and "--quick" in result["command"]
     assert {"benchmark", "machine", "protocol", "paper", "results", "time_per_epoch_relative_to_bpr",
             "table1_order", "weights_plot"} <= set(result)
-    assert set(result["results"]) == {"mf/bpr", "mf/til_ui", "context/item_knn"}
+    assert set(result["results"]) == {"mf/bpr", "mf/til_ui", "context/popularity", "context/item_knn"}
     for key in ("mf/bpr", "mf/til_ui"):
         entry = result["results"][key]
         assert {"test_recall@20", "test_ndcg@20", "median_epoch_seconds"} <= set(entry)

@@ -194,6 +194,30 @@ def test_the_step_masks_every_seen_negative_and_uniform_weighting_is_masked_bpr(
     assert model.generator.trainable_variables[0].numpy().std() > 0  # untouched, still initialised
 
 
+def test_sample_weights_scale_each_examples_terms_like_every_other_loss(rng):
+    """``features["weight"]`` (e.g. ML-1M ratings): Σ_b w_b ℓ_b / B, as
+    :func:`tfsoft.losses.reduction.weighted_mean`; weight 0 removes an example's gradient."""
+    model, (users, items) = mf_model(rng, TIL(weighting="uniform", num_negatives=3))
+    rows = np.arange(6)
+    weight = np.array([0.0, 1.0, 2.0, 0.5, 3.0, 1.0], np.float32)
+    negatives = tf.constant(rng.integers(1, V, size=(6, 3)))
+    plain = {"user": tf.constant(users[rows]), "target": tf.constant(items[rows])}
+    weighted = dict(plain, weight=tf.constant(weight))
+    unweighted, scaled = model.forward(plain, negatives, False), model.forward(weighted, negatives, False)
+    np.testing.assert_allclose(scaled.coefficient.numpy(), unweighted.coefficient.numpy() * weight[:, None])
+    per_example = (unweighted.coefficient * unweighted.pair).numpy().sum(1)
+    loss = tf.reduce_sum(scaled.coefficient * scaled.pair).numpy() / 6
+    np.testing.assert_allclose(loss, (weight * per_example).sum() / 6, rtol=1e-5)
+    with tf.GradientTape() as tape:
+        forward = model.forward(weighted, negatives)
+        value = tf.reduce_sum(forward.coefficient * forward.pair)
+    gradient = tf.convert_to_tensor(tape.gradient(value, model.backbone.user_table)).numpy()
+    zero_user = users[0]
+    if not (users[rows][1:] == zero_user).any():
+        np.testing.assert_array_equal(gradient[zero_user], 0.0)
+    assert np.abs(gradient[users[rows][2]]).sum() > 0
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_theta_steps_on_the_weighted_loss_with_the_updated_generator_and_no_outer_gradient(rng, float64, detach):
     objective = TIL(strategy="multi", num_clusters=3, pretrain_steps=0, hidden_units=5, inner_lr=0.5, gamma=0.1,

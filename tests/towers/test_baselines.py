@@ -54,6 +54,28 @@ def test_score_table_tower_weights_recent_items_and_fills_in_with_popularity():
     np.testing.assert_array_equal(OneHotCandidateTower(V)(tf.range(V)).numpy(), np.eye(V))
 
 
+def test_score_table_tower_long_histories_with_repeats_match_numpy():
+    """Repeated items add their weights; only the last m items count; padding scores nothing."""
+    rng = np.random.default_rng(3)
+    items, width, m, decay = 40, 300, 250, 0.99
+    table = rng.random((items, items)).astype(np.float32)
+    table[0] = 0.0  # padding row, as the builders make it
+    popularity = rng.integers(0, 50, items).astype(np.float64)
+    history = rng.integers(1, 6, (4, width))  # five items, each repeated many times
+    history[1, :120] = 0  # left padding
+    history[2] = 0  # no history
+    tower = ScoreTableTower(popularity, table, history_items=m, decay=decay, fill=0.01)
+    got = tower({"history": tf.constant(history)}).numpy()
+    pop = popularity / popularity.max()
+    expected = np.zeros((4, items))
+    for row in range(4):
+        recent = history[row, -m:]
+        for back, item in enumerate(recent[::-1]):
+            expected[row] += decay ** back * table[item]
+        expected[row] += 0.01 * pop
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
 @pytest.mark.parametrize("baseline", ["popularity", "item_transition", "item_knn"])
 def test_tfsoft_train_writes_a_normal_run_for_a_baseline(tmp_path, capsys, baseline):
     from tfsoft.cli import main

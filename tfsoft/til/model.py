@@ -67,8 +67,10 @@ class Forward:
 
     Attributes:
         pair: ℓ_uij, BPR of each (example, negative).
-        coefficient: 1/N_valid on valid negatives, 0 on masked ones (an example's BPR is the
-            mean over its valid negatives).
+        coefficient: w_b/N_valid on valid negatives, 0 on masked ones (an example's BPR is the
+            mean over its valid negatives, scaled by its sample weight w_b, 1 without
+            ``features["weight"]``: Σ_b w_b ℓ_b / B, the convention of
+            :func:`tfsoft.losses.reduction.weighted_mean`).
         state: [B, N, 2d] s_uij (already stop-gradient when ``detach_state``).
         clustering_loss: scalar L_c (0 before the clusters exist, and for Uni-Interest).
     """
@@ -160,6 +162,8 @@ class TILModel(TwoTowerModel):
         negatives = tf.cast(negatives, tf.int64)
         keep = tf.cast(seen_negative_mask(users, negatives, self._seen_keys, self.num_items), self.generator.dtype)
         coefficient = tf.math.divide_no_nan(keep, tf.reduce_sum(keep, axis=1, keepdims=True))
+        if features.get("weight") is not None:  # example weights scale their BPR terms, as in every loss
+            coefficient *= tf.cast(tf.reshape(features["weight"], [-1, 1]), coefficient.dtype)
         user = prepare_embeddings(self.query_tower(features, training=training), self.similarity)
         catalog = self._items(tf.range(self.num_items, dtype=tf.int64), training)   # [V, d], one tower call
         positive, negative = tf.gather(catalog, positives), tf.gather(catalog, negatives)

@@ -1,0 +1,61 @@
+"""bench/bench_towers.py's bookkeeping: a finished (variant, seed) is written at once and skipped
+when the command runs again, ``--fresh`` reruns it, ML-1M moves the per-sequence towers to
+windows of 50. Training is replaced by a stub that records what it was asked to run."""
+
+import json
+import sys
+
+import pytest
+
+from tests.bench_helpers import load_bench
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    module = load_bench("bench_towers")
+    calls = []
+
+    def fake_run(config, prepared):
+        calls.append((config.model.query_tower.name, config.train.seed))
+        return {"seed": config.train.seed, "max_epochs": config.train.epochs, "best_epoch": 1, "epochs_run": 1,
+                "train_seconds": 0.0, "seconds_per_epoch": 0.5, "seconds": 0.0,
+                "test": {"recall@10": 0.1 + config.train.seed, "ndcg@10": 0.05, "recall@20": 0.2, "ndcg@20": 0.1},
+                "validation": {}, "test_long_tail_recall@10": 0.0}
+
+    monkeypatch.setattr(module, "run_one", fake_run)
+    monkeypatch.setattr(module, "prepare_data", lambda data: object())
+    module.calls = calls
+    return module
+
+
+def run(bench, monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["bench_towers.py", *argv])
+    bench.main()
+
+
+def test_finished_runs_are_kept_and_skipped(bench, monkeypatch, tmp_path):
+    out = tmp_path / "towers.json"
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "0", "--out", str(out))
+    assert bench.calls == [("narm", 0)]
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "nfm", "--seeds", "0", "1",
+        "--out", str(out))
+    assert bench.calls == [("narm", 0), ("narm", 1), ("nfm", 0), ("nfm", 1)]  # narm seed 0 not rerun
+    result = json.loads(out.read_text())["results"]
+    assert [r["seed"] for r in result["narm"]["runs"]] == [0, 1]
+    assert result["narm"]["test_recall@10"]["mean"] == pytest.approx(0.6)
+    assert result["narm"]["seconds_per_epoch"]["mean"] == 0.5
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "1", "--fresh",
+        "--out", str(out))
+    assert bench.calls[-1] == ("narm", 1) and len(bench.calls) == 5
+    assert "nfm" in json.loads(out.read_text())["results"]  # other variants kept
+
+
+def test_ml1m_runs_the_per_sequence_towers_on_windows(bench, monkeypatch, tmp_path):
+    specs = bench.variant_specs("sequential", "ml-1m")
+    assert "narm" in specs and "caser" not in specs  # one example per interaction: not on ML-1M
+    assert {spec["data"]["path"] for spec in specs.values()} == {"ml-1m"}
+    with pytest.raises(SystemExit, match="only the sequential part"):
+        bench.variant_specs("graph", "ml-1m")
+    with pytest.raises(SystemExit, match="unknown for part sequential on ml-1m"):
+        run(bench, monkeypatch, "--part", "sequential", "--dataset", "ml-1m", "--variants", "caser",
+            "--out", str(tmp_path / "x.json"))
