@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import EpochTimer, machine, mean_std, write_result  # noqa: E402
 
-from tfsoft.config import parse_config  # noqa: E402
+from tfsoft.config import apply_overrides, parse_config  # noqa: E402
 from tfsoft.training import prepare_data, train  # noqa: E402
 from tfsoft.validation import evaluate_splits  # noqa: E402
 
@@ -179,6 +179,9 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every chosen variant (a screen); results are kept under "
+                             "'VARIANT[KEY=VALUE,...]' so they never mix with the recipe's own rows")
     parser.add_argument("--fresh", action="store_true",
                         help="rerun (variant, seed) pairs already in --out instead of keeping them")
     args = parser.parse_args()
@@ -190,6 +193,8 @@ def main() -> None:
         raise SystemExit(f"--variants: unknown for part {args.part} on {args.dataset}: {unknown}; "
                          f"choose from {sorted(specs)}")
     variants = {name: spec for name, spec in specs.items() if not args.variants or name in args.variants}
+    if args.overrides:
+        variants = {f"{name}[{','.join(args.overrides)}]": spec for name, spec in variants.items()}
     # every finished run is written at once, so a killed benchmark resumes where it stopped
     results = json.loads(out.read_text()).get("results", {}) if out.is_file() else {}
     header = {"benchmark": f"towers on {args.dataset} ({args.part})", "dataset": args.dataset,
@@ -206,7 +211,7 @@ def main() -> None:
             payload = copy.deepcopy(spec)
             payload["train"] = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": 1e-3,
                                 "early_stopping_patience": args.patience, **spec.get("train", {}), "seed": seed}
-            config = parse_config(payload)
+            config = parse_config(apply_overrides(payload, args.overrides))
             key = config.data.model_dump_json()
             if key not in prepared_cache:
                 prepared_cache.clear()  # one prepared dataset in memory at a time
@@ -214,7 +219,7 @@ def main() -> None:
             run = run_one(config, prepared_cache[key])
             runs.append(run)
             runs.sort(key=lambda r: r["seed"])
-            results[name] = summarise(spec, runs)
+            results[name] = summarise(apply_overrides(copy.deepcopy(spec), args.overrides), runs)
             write_result(str(out), {**header, "machine": machine(), "results": results})
             print(f"{name:14s} seed {seed}: test recall@10 {run['test']['recall@10']:.4f} "
                   f"ndcg@10 {run['test']['ndcg@10']:.4f} (best epoch {run['best_epoch']}/{run['epochs_run']}, "

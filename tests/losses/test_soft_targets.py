@@ -318,8 +318,27 @@ def test_row_shared_path_recomputes_rows_that_would_underflow():
     np.testing.assert_array_equal(got[2], [0.0, 0.0, 0.0])
 
 
-def test_add_at_positive_is_values_plus_a_scaled_onehot(rng):
-    values = rng.random((4, 5))
-    positive = np.array([0, 4, 2, 2])
-    got = st.add_at_positive(t(values), t(positive), 0.35).numpy()
-    np.testing.assert_allclose(got, values + 0.35 * np.eye(5)[positive])
+def test_mixed_target_cross_entropy_is_the_fused_loss_with_the_mixed_label(rng):
+    """Value and gradient against NumPy H(a·d + b·onehot, softmax(z)), masked columns
+    (logit −1e9, d = 0) and a row whose target is all zeros (only the b·onehot part is left)."""
+    logits = rng.normal(size=(4, 6))
+    logits[1, 3] = logits[2, 0] = -1e9
+    positive = np.array([0, 4, 2, 5])
+    d = rng.random((4, 6))
+    d[1, 3] = d[2, 0] = 0.0
+    d[3] = 0.0
+    d /= np.maximum(d.sum(1, keepdims=True), 1e-30)
+    a, b = 0.3, 0.55
+    label = a * d + b * np.eye(6)[positive]
+    shifted = logits - logits.max(1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    expected = -(label * log_p).sum(1)
+    z = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        got = st.mixed_target_cross_entropy(z, t(positive), t(d), a, b)
+        total = tf.reduce_sum(got)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    expected_gradient = label.sum(1, keepdims=True) * np.exp(log_p) - label
+    np.testing.assert_allclose(tape.gradient(total, z).numpy(), expected_gradient, atol=1e-12)
+    fused = tf.nn.softmax_cross_entropy_with_logits(labels=t(label), logits=t(logits)).numpy()
+    np.testing.assert_allclose(got.numpy(), fused, rtol=1e-10)

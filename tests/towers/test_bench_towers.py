@@ -59,3 +59,28 @@ def test_ml1m_runs_the_per_sequence_towers_on_windows(bench, monkeypatch, tmp_pa
     with pytest.raises(SystemExit, match="unknown for part sequential on ml-1m"):
         run(bench, monkeypatch, "--part", "sequential", "--dataset", "ml-1m", "--variants", "caser",
             "--out", str(tmp_path / "x.json"))
+
+
+def test_a_screen_with_overrides_is_kept_apart_from_the_recipe(bench, monkeypatch, tmp_path):
+    out = tmp_path / "screen.json"
+    seen = []
+    recorded = bench.run_one
+
+    def spy(config, prepared):
+        seen.append((config.train.learning_rate, config.model.query_tower.dropout))
+        return recorded(config, prepared)
+
+    monkeypatch.setattr(bench, "run_one", spy)
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "0", "--out", str(out))
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "0", "--out", str(out),
+        "--set", "train.learning_rate=0.003", "--set", "model.query_tower.dropout=0.3")
+    assert seen == [(0.001, 0.5), (0.003, 0.3)]
+    result = json.loads(out.read_text())["results"]
+    key = "narm[train.learning_rate=0.003,model.query_tower.dropout=0.3]"
+    assert set(result) == {"narm", key}
+    assert result[key]["config"]["train"]["learning_rate"] == 0.003
+    assert result["narm"]["config"]["model"]["query_tower"]["dropout"] == 0.5
+    from tfsoft.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown key 'train.learnin_rate'"):
+        run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--out", str(out),
+            "--set", "train.learnin_rate=0.003")

@@ -24,7 +24,7 @@ from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses.objectives import RetrievalLoss, SoftmaxObjective, StepContext
 from tfsoft.losses.softmax import CandidateLogits
-from tfsoft.losses.soft_targets import add_at_positive, mix_with_onehot, restricted_target, soft_target_loss
+from tfsoft.losses.soft_targets import mix_with_onehot, mixed_target_cross_entropy, restricted_target, soft_target_loss
 
 
 class TargetSource(Protocol):
@@ -102,13 +102,12 @@ class SoftTargetLoss(OverSoftmaxCandidates):
         target = self.source.target(scored, source)
         if self.student_temperature is None:
             # H is linear in the target: with d' = w·onehot + (1 − w)·d (SoftRec's ½(d + onehot)),
-            # (1 − α)·CE(onehot) + α·H(d', p) = H(α(1 − w)·d + (1 − α + αw)·onehot, p): one scaled
-            # copy of d plus a scatter at y, then one fused softmax cross-entropy over the base's
-            # (corrected, masked) logits (bench/bench_soft_target_overhead.py)
+            # (1 − α)·CE(onehot) + α·H(d', p) = H(α(1 − w)·d + (1 − α + αw)·onehot, p), computed
+            # over the base's (corrected, masked) logits without writing the mixed [B, M] label
+            # (bench/bench_soft_target_overhead.py)
             weight = self.source.onehot_weight
-            labels = add_at_positive(tf.cast(target, scored.logits.dtype) * (self.alpha * (1 - weight)),
-                                     scored.positive_index, 1 - self.alpha + self.alpha * weight)
-            return tf.nn.softmax_cross_entropy_with_logits(labels=tf.stop_gradient(labels), logits=scored.logits)
+            return mixed_target_cross_entropy(scored.logits, scored.positive_index, target,
+                                              self.alpha * (1 - weight), 1 - self.alpha + self.alpha * weight)
         keep = scored.keep()
         if self.source.onehot_weight:
             target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)

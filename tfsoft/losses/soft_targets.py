@@ -122,11 +122,17 @@ def _row_shared(values: tf.Tensor) -> bool:
 
 
 def _masked_softmax(logits: tf.Tensor, keep: tf.Tensor | None) -> tf.Tensor:
-    """``softmax`` over the kept entries (masked: exactly 0); rows with nothing finite kept: zeros."""
+    """``softmax`` over the kept entries (masked: exactly 0); rows with nothing finite kept: zeros.
+
+    Such rows are found from the row maxima (−inf) before the softmax, and only when one
+    exists is a select pass spent on them: one read of [B, C] instead of a NaN test and a
+    select over every entry."""
     if keep is not None:
         logits = tf.where(keep, logits, tf.constant(float("-inf"), logits.dtype))
     probabilities = tf.nn.softmax(logits, axis=-1)  # an all −inf row is NaN
-    return tf.where(tf.math.is_nan(probabilities), tf.zeros_like(probabilities), probabilities)
+    empty = tf.math.is_inf(tf.reduce_max(logits, axis=-1, keepdims=True))  # −inf: nothing finite kept
+    return tf.cond(tf.reduce_any(empty), lambda: tf.where(empty, tf.zeros_like(probabilities), probabilities),
+                   lambda: probabilities)
 
 
 def _restricted_shared(logits: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
@@ -159,19 +165,6 @@ def mix_with_onehot(distribution: tf.Tensor, positive_index: tf.Tensor, weight: 
     distribution = tf.stop_gradient(distribution)
     weight = _as(weight, distribution.dtype)
     return weight * _onehot(positive_index, distribution) + (1 - weight) * distribution
-
-
-def add_at_positive(values: tf.Tensor, positive_index: tf.Tensor, amount: float) -> tf.Tensor:
-    """``values + amount·onehot(y)``: [B, C] values with ``amount`` added at each row's column
-    ``positive_index`` (one scatter, not a dense one-hot and two products).
-
-    Args:
-        values: [B, C]; positive_index: [B] int column of y; amount: a number.
-    """
-    rows = tf.range(tf.shape(values)[0], dtype=tf.int32)
-    indices = tf.stack([rows, tf.cast(positive_index, tf.int32)], axis=1)
-    updates = tf.fill(tf.shape(rows), _as(amount, values.dtype))
-    return tf.tensor_scatter_nd_add(values, indices, updates)
 
 
 def uniform_target_logits(num_candidates, dtype=tf.float32) -> tf.Tensor:
@@ -222,6 +215,30 @@ def sparse_target_logits(targets: SparseTargets, candidate_ids: tf.Tensor) -> tf
     hits = tf.equal(targets.item_ids[:, :, tf.newaxis], candidate_ids[:, tf.newaxis, :])
     probs = tf.reduce_sum(tf.cast(hits, targets.probs.dtype) * targets.probs[:, :, tf.newaxis], axis=1)
     return tf.math.log(probs)
+
+
+def mixed_target_cross_entropy(
+    logits: tf.Tensor, positive_index: tf.Tensor, target: tf.Tensor, target_weight: float, positive_weight: float
+) -> tf.Tensor:
+    """``H(a·d + b·onehot_y, softmax(z))`` per row, without forming the mixed label ([B]).
+
+    With L = a·d + b·onehot_y, ``−Σ_j L_j log p_j = (Σ_j L_j)·logsumexp(z) − Σ_j L_j z_j``,
+    so the loss is ``(b + a·Σ_j d_j)·logsumexp(z) − b·z_y − a·Σ_j d_j z_j``: one logsumexp, one
+    product with d and a gather, where the fused ``softmax_cross_entropy_with_logits`` would
+    need the [B, C] label written first (a scaled copy of d and a scatter at y). Gradient
+    ``(Σ_j L_j)·p − L``, the same. This is SoftRec's objective (Eq. 4) with a = α(1 − w),
+    b = 1 − α + αw for a target ``w·onehot + (1 − w)·d``.
+
+    Args:
+        logits: [B, C] the student's (corrected, masked: masked columns finite and very
+            negative, where d is 0); positive_index: [B] column of y; target: [B, C] d, rows
+            summing to 1 (or all 0); target_weight: a; positive_weight: b.
+    """
+    target = tf.stop_gradient(tf.cast(target, logits.dtype))
+    a, b = _as(target_weight, logits.dtype), _as(positive_weight, logits.dtype)
+    mass = b + a * tf.reduce_sum(target, axis=-1)
+    positive = tf.gather(logits, tf.cast(positive_index, tf.int32), axis=1, batch_dims=1)
+    return mass * tf.reduce_logsumexp(logits, axis=-1) - b * positive - a * tf.reduce_sum(target * logits, axis=-1)
 
 
 def soft_cross_entropy(
