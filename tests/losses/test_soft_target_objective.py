@@ -162,19 +162,30 @@ def test_training_with_a_soft_target_runs_and_differs_from_the_base():
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.5, 1.0])
-def test_fused_soft_cross_entropy_equals_the_two_term_loss(data, alpha):
-    """Without a student temperature the loss is one softmax cross-entropy with the mixed label
-    (1 − α)·onehot + α·d; it equals the two-term form (soft_target_loss, reached by setting the
-    student temperature to τ, ratio 1) with masks, logQ and onehot mixing."""
+@pytest.mark.parametrize("base", ["in_batch", "full_softmax"])
+@pytest.mark.parametrize("source", ["popularity", "label_smoothing"])
+def test_fused_soft_cross_entropy_equals_the_two_term_loss(data, alpha, base, source):
+    """Without a student temperature the loss is one cross-entropy with the mixed label
+    (1 − α)·onehot + α·d, never written out (under full softmax a row-shared target is one [V]
+    row and its term ``q/τ · (Cᵀ d)``); value and gradients (query, catalog) equal the two-term
+    form (soft_target_loss, reached by setting the student temperature to τ, ratio 1) with
+    masks, logQ and onehot mixing."""
     query, catalog = data
     positive_ids = np.array([2, 5, 2, 8])
     tau = 0.2
     ids = tf.constant(positive_ids, tf.int64)
+    objective_base = InBatchSoftmax(temperature=tau, log_q=True) if base == "in_batch" else FullSoftmax(temperature=tau)
+    target = PopularityTarget(temperature=3.0) if source == "popularity" else UniformTarget()
 
     def loss(student_temperature):
-        objective = SoftTargetLoss(InBatchSoftmax(temperature=tau, log_q=True), PopularityTarget(temperature=3.0),
-                                   alpha=alpha, student_temperature=student_temperature)
-        return objective.per_example(tf.constant(query), tf.gather(tf.constant(catalog), ids), ids,
-                                     CountingContext(catalog)).numpy()
+        objective = SoftTargetLoss(objective_base, target, alpha=alpha, student_temperature=student_temperature)
+        q, c = tf.Variable(query), tf.Variable(catalog)
+        context = CountingContext(catalog)
+        context._catalog = c  # the candidates read from the variable, so the catalog gets its gradient
+        with tf.GradientTape() as tape:
+            value = objective.per_example(q, tf.gather(c, ids), ids, context)
+            total = tf.reduce_sum(value)
+        return [value.numpy()] + [g.numpy() for g in map(tf.convert_to_tensor, tape.gradient(total, [q, c]))]
 
-    np.testing.assert_allclose(loss(None), loss(tau), rtol=1e-5, atol=1e-6)
+    for fused, two_term in zip(loss(None), loss(tau)):
+        np.testing.assert_allclose(fused, two_term, rtol=1e-5, atol=1e-6)

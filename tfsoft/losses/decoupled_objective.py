@@ -29,7 +29,7 @@ def decoupled_parts(source, scored, context):
     """(q_y [N], q̂ [N, M]) from ``source.parts`` or, failing that, from its whole target."""
     if hasattr(source, "parts"):
         return source.parts(scored, context)
-    target = source.target(scored, context)
+    target = tf.broadcast_to(source.target(scored, context), tf.shape(scored.logits))  # [M]: one row for all
     onehot = tf.one_hot(tf.cast(scored.positive_index, tf.int32), tf.shape(target)[-1], dtype=target.dtype)
     q_y = tf.reduce_sum(target * onehot, axis=-1)
     rest = target * (1 - onehot)

@@ -39,13 +39,18 @@ class TargetSource(Protocol):
 
     def target(self, scored: CandidateLogits, context: StepContext) -> tf.Tensor:
         """[B, M] the target over the student's candidates (rows summing to 1, 0 on masked
-        columns): usually :func:`restrict` of softened logits."""
+        columns), or [M] when one row serves every example (a row-shared source under full
+        softmax): usually :func:`restrict` of softened logits."""
 
 
 def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
     """Softened target logits over the candidates (``[M]`` or ``[B, M]``) -> the target restricted
     to the student's candidate set with the student's logQ correction and masks
-    (:func:`tfsoft.losses.soft_targets.restricted_target`)."""
+    (:func:`tfsoft.losses.soft_targets.restricted_target`). Row-shared ``[M]`` logits under a
+    row-shared mask and no correction (full softmax) stay one ``[M]`` row: the loss then needs
+    no [B, M] target (:func:`~tfsoft.losses.soft_targets.mixed_target_cross_entropy`)."""
+    if target_logits.shape.rank == 1 and scored.column_keep is not None and scored.log_expected_count is None:
+        return restricted_target(target_logits, None, scored.column_keep)
     return restricted_target(target_logits, scored.log_expected_count, scored.keep())
 
 
@@ -107,7 +112,8 @@ class SoftTargetLoss(OverSoftmaxCandidates):
             # (bench/bench_soft_target_overhead.py)
             weight = self.source.onehot_weight
             return mixed_target_cross_entropy(scored.logits, scored.positive_index, target,
-                                              self.alpha * (1 - weight), 1 - self.alpha + self.alpha * weight)
+                                              self.alpha * (1 - weight), 1 - self.alpha + self.alpha * weight,
+                                              query=scored.query, columns=scored.columns)
         keep = scored.keep()
         if self.source.onehot_weight:
             target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)

@@ -218,7 +218,8 @@ def sparse_target_logits(targets: SparseTargets, candidate_ids: tf.Tensor) -> tf
 
 
 def mixed_target_cross_entropy(
-    logits: tf.Tensor, positive_index: tf.Tensor, target: tf.Tensor, target_weight: float, positive_weight: float
+    logits: tf.Tensor, positive_index: tf.Tensor, target: tf.Tensor, target_weight: float, positive_weight: float,
+    query: tf.Tensor | None = None, columns: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """``H(a·d + b·onehot_y, softmax(z))`` per row, without forming the mixed label ([B]).
 
@@ -229,16 +230,28 @@ def mixed_target_cross_entropy(
     ``(Σ_j L_j)·p − L``, the same. This is SoftRec's objective (Eq. 4) with a = α(1 − w),
     b = 1 − α + αw for a target ``w·onehot + (1 − w)·d``.
 
+    A **row-shared** target ([C]: label smoothing, popularity) over logits that factor as
+    ``z = Q·Kᵀ`` on the kept columns (full softmax: ``query`` = q/τ [B, d], ``columns`` [C, d])
+    needs no [B, C] pass at all for its term: ``Σ_j d_j z_ij = Q_i · (Kᵀ d)``, O((B + C)·d)
+    (masked columns have d_j = 0, so their mask offset never enters). Its gradient is the
+    same as the [B, C] form's, through Q and K.
+
     Args:
         logits: [B, C] the student's (corrected, masked: masked columns finite and very
             negative, where d is 0); positive_index: [B] column of y; target: [B, C] d, rows
-            summing to 1 (or all 0); target_weight: a; positive_weight: b.
+            summing to 1 (or all 0), or [C] one row for every example; target_weight: a;
+            positive_weight: b; query, columns: the factors above (only with a [C] target).
     """
     target = tf.stop_gradient(tf.cast(target, logits.dtype))
     a, b = _as(target_weight, logits.dtype), _as(positive_weight, logits.dtype)
     mass = b + a * tf.reduce_sum(target, axis=-1)
     positive = tf.gather(logits, tf.cast(positive_index, tf.int32), axis=1, batch_dims=1)
-    return mass * tf.reduce_logsumexp(logits, axis=-1) - b * positive - a * tf.reduce_sum(target * logits, axis=-1)
+    if target.shape.rank == 1 and query is not None:
+        expected_logit = tf.linalg.matvec(query, tf.linalg.matvec(tf.cast(columns, logits.dtype), target,
+                                                                  transpose_a=True))
+    else:
+        expected_logit = tf.reduce_sum(target * logits, axis=-1)
+    return mass * tf.reduce_logsumexp(logits, axis=-1) - b * positive - a * expected_logit
 
 
 def soft_cross_entropy(

@@ -30,6 +30,12 @@ class CandidateLogits:
             [B, M]; None = none (full softmax, or correction off).
         labels: optional [B, M] one-hot of ``positive_index``; when set, the cross-entropy uses
             the fused dense-label kernel (in-batch: about twice as fast on CPU).
+        query, columns: optional factors of the kept logits, ``logits = query @ columnsᵀ`` on
+            every kept column ([B, d] already divided by τ, [M, d]); set where the logits are
+            that product (full softmax), so a row-shared soft target d needs only
+            ``query @ (columnsᵀ d)``, O((B + M)·d), never a [B, M] pass.
+        column_keep: optional [M] bool, the mask when it is the same for every row (full
+            softmax's valid items); None = per-row masks (read them with :meth:`keep`).
     """
 
     logits: tf.Tensor
@@ -37,6 +43,9 @@ class CandidateLogits:
     candidate_ids: tf.Tensor
     log_expected_count: tf.Tensor | None = None
     labels: tf.Tensor | None = None
+    query: tf.Tensor | None = None
+    columns: tf.Tensor | None = None
+    column_keep: tf.Tensor | None = None
 
     def keep(self) -> tf.Tensor:
         """[B, M] bool: False on masked columns (their logit is ``MASKED_LOGIT`` or below)."""
@@ -91,10 +100,13 @@ def full_softmax_logits(
         temperature: τ.
         valid_items: optional [V] bool; False columns (e.g. index 0, the OOV row) are masked.
     """
-    logits = steps.scale(tf.matmul(query, catalog, transpose_b=True), temperature)
+    scaled_query = steps.scale(query, temperature)  # (q/τ)·c: scales [B, d], not [B, V]
+    logits = tf.matmul(scaled_query, catalog, transpose_b=True)
     if valid_items is not None:
         logits = steps.mask_columns(logits, valid_items)
-    return CandidateLogits(logits, tf.cast(positive_ids, tf.int32), tf.range(tf.shape(catalog)[0]))
+    keep = tf.ones([tf.shape(catalog)[0]], tf.bool) if valid_items is None else tf.cast(valid_items, tf.bool)
+    return CandidateLogits(logits, tf.cast(positive_ids, tf.int32), tf.range(tf.shape(catalog)[0]),
+                           query=scaled_query, columns=catalog, column_keep=keep)
 
 
 def sampled_softmax_loss(query, positive, positive_ids, negatives, negative_ids, **kwargs) -> tf.Tensor:
