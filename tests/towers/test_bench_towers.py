@@ -73,12 +73,12 @@ def test_a_screen_with_overrides_is_kept_apart_from_the_recipe(bench, monkeypatc
     monkeypatch.setattr(bench, "run_one", spy)
     run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "0", "--out", str(out))
     run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "0", "--out", str(out),
-        "--set", "train.learning_rate=0.003", "--set", "model.query_tower.dropout=0.3")
-    assert seen == [(0.001, 0.5), (0.003, 0.3)]
+        "--set", "train.learning_rate=0.01", "--set", "model.query_tower.dropout=0.3")
+    assert seen == [(0.003, 0.5), (0.01, 0.3)]
     result = json.loads(out.read_text())["results"]
-    key = "narm[train.learning_rate=0.003,model.query_tower.dropout=0.3]"
+    key = "narm[train.learning_rate=0.01,model.query_tower.dropout=0.3]"
     assert set(result) == {"narm", key}
-    assert result[key]["config"]["train"]["learning_rate"] == 0.003
+    assert result[key]["config"]["train"]["learning_rate"] == 0.01
     assert result["narm"]["config"]["model"]["query_tower"]["dropout"] == 0.5
     from tfsoft.errors import ConfigError
     with pytest.raises(ConfigError, match="unknown key 'train.learnin_rate'"):
