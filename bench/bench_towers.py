@@ -205,6 +205,7 @@ def main() -> None:
               "references": ML1M_REFERENCES if args.dataset == "ml-1m" else REFERENCES.get(args.part, {})}
     prepared_cache = {}
     for name, spec in variants.items():
+        recorded = apply_overrides(spec, args.overrides)  # the variant's config as this screen ran it
         done = {} if args.fresh else {r["seed"]: r for r in results.get(name, {}).get("runs", [])}
         runs = list(done.values())
         for seed in args.seeds:
@@ -221,7 +222,7 @@ def main() -> None:
             run = run_one(config, prepared_cache[key])
             runs.append(run)
             runs.sort(key=lambda r: r["seed"])
-            results[name] = summarise(apply_overrides(copy.deepcopy(spec), args.overrides), runs)
+            results[name] = summarise(recorded, runs)
             write_result(str(out), {**header, "machine": machine(), "results": results})
             print(f"{name:14s} seed {seed}: test recall@10 {run['test']['recall@10']:.4f} "
                   f"ndcg@10 {run['test']['ndcg@10']:.4f} (best epoch {run['best_epoch']}/{run['epochs_run']}, "

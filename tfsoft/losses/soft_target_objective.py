@@ -46,12 +46,13 @@ class TargetSource(Protocol):
 def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
     """Softened target logits over the candidates (``[M]`` or ``[B, M]``) -> the target restricted
     to the student's candidate set with the student's logQ correction and masks
-    (:func:`tfsoft.losses.soft_targets.restricted_target`). Row-shared ``[M]`` logits under a
-    row-shared mask and no correction (full softmax) stay one ``[M]`` row: the loss then needs
-    no [B, M] target (:func:`~tfsoft.losses.soft_targets.mixed_target_cross_entropy`)."""
-    if target_logits.shape.rank == 1 and scored.column_keep is not None and scored.log_expected_count is None:
-        return restricted_target(target_logits, None, scored.column_keep)
-    return restricted_target(target_logits, scored.log_expected_count, scored.keep())
+    (:func:`tfsoft.losses.soft_targets.restricted_target`). Where the mask is one ``[M]`` row for
+    every example (full softmax) it is used as such: row-shared ``[M]`` logits then stay one
+    ``[M]`` row, so the loss needs no [B, M] target
+    (:func:`~tfsoft.losses.soft_targets.mixed_target_cross_entropy`), and per-row logits skip
+    reading the mask back from the [B, M] student logits."""
+    keep = scored.keep() if scored.column_keep is None else scored.column_keep
+    return restricted_target(target_logits, scored.log_expected_count, keep)
 
 
 @dataclass(frozen=True)
