@@ -11,10 +11,11 @@ MF, LightGCN and NGCF, each with SSM and BPR.
     .venv/bin/python bench/bench_towers.py --part sequential --variants narm nextitnet caser youtube_dnn nfm
     .venv/bin/python bench/bench_towers.py --part graph --seeds 0 1 2
     .venv/bin/python bench/bench_towers.py --part graph --variants ngcf ngcf_bpr mf_bpr
-    .venv/bin/python bench/bench_towers.py --part sequential --dataset ml-1m --variants narm nextitnet --epochs 30
+    .venv/bin/python bench/bench_towers.py --part sequential --dataset ml-1m --variants narm caser --epochs 30
 
 Every finished (variant, seed) is written to --out at once and skipped when the command runs
-again (``--fresh`` reruns it), so a killed run resumes where it stopped.
+again (``--fresh`` reruns it), so a killed run resumes where it stopped; two processes given
+different variants may share one --out (each write merges under a file lock).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import EpochTimer, machine, mean_std, write_result  # noqa: E402
+from common import EpochTimer, machine, mean_std, merge_result  # noqa: E402
 
 from tfsoft.config import apply_overrides, parse_config  # noqa: E402
 from tfsoft.training import prepare_data, train  # noqa: E402
@@ -123,6 +124,9 @@ REFERENCES = {
 #: ML-1M (leave-one-out on file order): the per-sequence towers on windows of 50, the
 #: settings of the GRU4Rec/SASRec defaults measured there (bench/results/recipes.json)
 ML1M_DATA = {"path": "ml-1m", "split": "leave_one_out", "window": None, "max_history": 50, "example_mode": "window"}
+#: the towers with one query per example (Caser, YoutubeDNN, NFM): one example per training
+#: interaction of the same split, the history its 50 preceding items
+ML1M_POSITION_DATA = {**ML1M_DATA, "example_mode": "position"}
 
 ML1M_REFERENCES = {
     # bench/bench_recipes.py on ML-1M (bench/results/recipes.json): baselines and the tuned defaults
@@ -142,10 +146,11 @@ def variant_specs(part: str, dataset: str) -> dict[str, dict]:
         return specs
     if part != "sequential":
         raise SystemExit(f"--dataset {dataset}: only the sequential part runs on it")
-    per_sequence = {name: spec for name, spec in specs.items() if spec["data"].get("example_mode") == "user"}
-    for spec in per_sequence.values():
-        spec["data"] = dict(ML1M_DATA)
-    return per_sequence
+    moved = {"user": ML1M_DATA, "position": ML1M_POSITION_DATA}
+    trained = {name: spec for name, spec in specs.items() if spec["data"].get("example_mode") in moved}
+    for spec in trained.values():
+        spec["data"] = dict(moved[spec["data"]["example_mode"]])
+    return trained
 
 
 def summarise(spec: dict, runs: list[dict]) -> dict:
@@ -222,8 +227,8 @@ def main() -> None:
             run = run_one(config, prepared_cache[key])
             runs.append(run)
             runs.sort(key=lambda r: r["seed"])
-            results[name] = summarise(recorded, runs)
-            write_result(str(out), {**header, "machine": machine(), "results": results})
+            # merged into the file as it is now: another process may be writing other variants
+            results = merge_result(str(out), {**header, "machine": machine()}, name, summarise(recorded, runs))
             print(f"{name:14s} seed {seed}: test recall@10 {run['test']['recall@10']:.4f} "
                   f"ndcg@10 {run['test']['ndcg@10']:.4f} (best epoch {run['best_epoch']}/{run['epochs_run']}, "
                   f"{run['seconds_per_epoch']:.1f} s/epoch)", flush=True)

@@ -41,6 +41,25 @@ def write_result(path: str, payload: dict) -> None:
     print(f"wrote {path}")
 
 
+def merge_result(path: str, header: dict, name: str, entry: dict) -> dict:
+    """Write ``entry`` as ``results[name]`` of the JSON at ``path``, keeping every other entry
+    as the file holds it *now*: two benchmark processes (one per core) can share one results
+    file. The read-modify-write runs under an exclusive ``flock`` on ``PATH.lock`` and the
+    file itself is replaced atomically. Returns the results as written."""
+    import fcntl
+    import json
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{target}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(target.read_text()).get("results", {}) if target.is_file() else {}
+        results[name] = entry
+        write_result(str(target), {**header, "results": results})
+    return results
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall and CPU time of each epoch, from its first step to its last.
 

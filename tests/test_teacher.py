@@ -25,14 +25,21 @@ def _student(teacher_run, *extra):
                        [*BASE, "soft_target=teacher", f"soft_target.teacher_runs=['{teacher_run}']", *extra])
 
 
-def test_a_frozen_copy_of_the_student_as_teacher_with_alpha_one_gives_the_students_entropy(teacher_run):
+#: the student's loss: its own (in-batch), or full softmax at the teacher's temperature (one
+#: teacher over the whole catalog: the fused XLA kernel, tfsoft/losses/fused_cross_entropy.py)
+STUDENT_LOSSES = {"in_batch": [], "full_softmax": ["loss=full_softmax", "loss.temperature=0.1"]}
+
+
+@pytest.mark.parametrize("loss", list(STUDENT_LOSSES))
+def test_a_frozen_copy_of_the_student_as_teacher_with_alpha_one_gives_the_students_entropy(teacher_run, loss):
     """d = p: with the student's own weights, T = 1, α = 1 and no onehot mixing, the loss is
-    H(p, p), the entropy of the student's softmax over its (in-batch) candidates."""
+    H(p, p), the entropy of the student's softmax over its candidates (in-batch, or the whole
+    catalog)."""
     from tfsoft.backend import tf
     from tfsoft.losses.objectives import SoftmaxObjective
     from tfsoft.training import build_model, create_variables, prepare_data, training_examples
 
-    config = _student(teacher_run, "soft_target.alpha=1.0", "soft_target.onehot_weight=0.0")
+    config = _student(teacher_run, "soft_target.alpha=1.0", "soft_target.onehot_weight=0.0", *STUDENT_LOSSES[loss])
     prepared = prepare_data(config.data)
     model = build_model(config, prepared)
     create_variables(model, config)
@@ -53,12 +60,14 @@ def test_a_frozen_copy_of_the_student_as_teacher_with_alpha_one_gives_the_studen
     np.testing.assert_allclose(loss, entropy, rtol=1e-4, atol=1e-5)
 
 
-def test_a_student_trains_with_a_teacher_records_it_and_evaluates_without_it(teacher_run, tmp_path):
+@pytest.mark.parametrize("loss", list(STUDENT_LOSSES))
+def test_a_student_trains_with_a_teacher_records_it_and_evaluates_without_it(teacher_run, tmp_path, loss):
     from tfsoft.loaded_run import evaluate_run
     from tfsoft.train_run import train_run
 
     student = tmp_path / "student"
-    metrics = train_run(_student(teacher_run, "soft_target.temperature=2"), student)
+    metrics = train_run(_student(teacher_run, "soft_target.temperature=2", *STUDENT_LOSSES[loss]), student)
+    assert np.isfinite(metrics["test"]["ndcg@10"])
     record = json.loads((student / "teachers.json").read_text())["teachers"]
     assert record[0]["run"] == str(teacher_run.resolve()) and len(record[0]["weights_sha256"]) == 64
     moved = tmp_path / "teacher_gone"

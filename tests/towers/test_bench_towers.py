@@ -1,6 +1,7 @@
 """bench/bench_towers.py's bookkeeping: a finished (variant, seed) is written at once and skipped
 when the command runs again, ``--fresh`` reruns it, ML-1M moves the per-sequence towers to
-windows of 50. Training is replaced by a stub that records what it was asked to run."""
+windows of 50 and the per-interaction ones to its interactions. Training is replaced by a stub
+that records what it was asked to run."""
 
 import json
 import sys
@@ -50,14 +51,17 @@ def test_finished_runs_are_kept_and_skipped(bench, monkeypatch, tmp_path):
     assert "nfm" in json.loads(out.read_text())["results"]  # other variants kept
 
 
-def test_ml1m_runs_the_per_sequence_towers_on_windows(bench, monkeypatch, tmp_path):
+def test_ml1m_moves_every_trained_tower_to_its_ml1m_data(bench, monkeypatch, tmp_path):
     specs = bench.variant_specs("sequential", "ml-1m")
-    assert "narm" in specs and "caser" not in specs  # one example per interaction: not on ML-1M
+    assert specs["narm"]["data"]["example_mode"] == "window"  # a query per position of windows of 50
+    assert specs["caser"]["data"]["example_mode"] == "position"  # one example per interaction
     assert {spec["data"]["path"] for spec in specs.values()} == {"ml-1m"}
+    assert {spec["data"]["max_history"] for spec in specs.values()} == {50}
+    assert bench.PARTS["sequential"]["caser"]["data"]["path"] == "lastfm_small"  # the table is not changed
     with pytest.raises(SystemExit, match="only the sequential part"):
         bench.variant_specs("graph", "ml-1m")
     with pytest.raises(SystemExit, match="unknown for part sequential on ml-1m"):
-        run(bench, monkeypatch, "--part", "sequential", "--dataset", "ml-1m", "--variants", "caser",
+        run(bench, monkeypatch, "--part", "sequential", "--dataset", "ml-1m", "--variants", "nope",
             "--out", str(tmp_path / "x.json"))
 
 
@@ -84,3 +88,20 @@ def test_a_screen_with_overrides_is_kept_apart_from_the_recipe(bench, monkeypatc
     with pytest.raises(ConfigError, match="unknown key 'train.learnin_rate'"):
         run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--out", str(out),
             "--set", "train.learnin_rate=0.003")
+
+
+def test_a_write_keeps_what_another_process_wrote_meanwhile(bench, monkeypatch, tmp_path):
+    out = tmp_path / "shared.json"
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "narm", "--seeds", "0", "--out", str(out))
+    original_run = bench.run_one
+
+    def run_while_another_process_writes(config, prepared):
+        # between this process reading --out and writing its own run, another one adds a variant
+        payload = json.loads(out.read_text())
+        payload["results"]["caser"] = {"runs": [{"seed": 0}]}
+        out.write_text(json.dumps(payload))
+        return original_run(config, prepared)
+
+    monkeypatch.setattr(bench, "run_one", run_while_another_process_writes)
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "nfm", "--seeds", "0", "--out", str(out))
+    assert set(json.loads(out.read_text())["results"]) == {"narm", "caser", "nfm"}
