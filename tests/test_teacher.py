@@ -25,8 +25,8 @@ def _student(teacher_run, *extra):
                        [*BASE, "soft_target=teacher", f"soft_target.teacher_runs=['{teacher_run}']", *extra])
 
 
-#: the student's loss: its own (in-batch), or full softmax at the teacher's temperature (one
-#: teacher over the whole catalog: the fused XLA kernel, tfsoft/losses/fused_cross_entropy.py)
+#: the student's loss: its own (in-batch), or full softmax at the teacher's temperature (the
+#: teacher's logits over the whole catalog, one row per example)
 STUDENT_LOSSES = {"in_batch": [], "full_softmax": ["loss=full_softmax", "loss.temperature=0.1"]}
 
 

@@ -8,7 +8,7 @@ from tfsoft.backend import tf
 from tfsoft.config import apply_overrides, config_to_yaml, parse_config
 from tfsoft.errors import ConfigError
 from tfsoft.losses.objectives import BPR, FullSoftmax, InBatchSoftmax, SampledSoftmax
-from tfsoft.losses.soft_target_objective import SoftTargetLoss, restrict, restricted_logits
+from tfsoft.losses.soft_target_objective import SoftTargetLoss
 from tfsoft.teachers.sources import PopularityTarget, UniformTarget
 
 from tests.losses.test_objectives import COUNTS, POSITIVE_IDS, SKEWED, V, FakeContext, FixedSampler, run
@@ -189,59 +189,3 @@ def test_fused_soft_cross_entropy_equals_the_two_term_loss(data, alpha, base, so
 
     for fused, two_term in zip(loss(None), loss(tau)):
         np.testing.assert_allclose(fused, two_term, rtol=1e-5, atol=1e-6)
-
-
-class PerRowTarget:
-    """A teacher-like source: per-row logits q_t·c_tᵀ over the student's candidates, with (or,
-    ``fused=False``, without) ``target_logits``, so the loss takes the fused kernel or not."""
-
-    onehot_weight = 0.5
-
-    def __init__(self, rng, rows, fused=True):
-        self.query = tf.constant(rng.normal(size=(rows, 3)))
-        self.catalog = tf.constant(rng.normal(size=(V, 3)))
-        if not fused:
-            self.target_logits = None
-
-    def _logits(self, scored):
-        return tf.matmul(self.query, tf.gather(self.catalog, tf.cast(scored.candidate_ids, tf.int32)),
-                         transpose_b=True)
-
-    def target(self, scored, context):
-        return restrict(self._logits(scored), scored)
-
-    def target_logits(self, scored, context):
-        return restricted_logits(self._logits(scored), scored)
-
-
-@pytest.mark.parametrize("base", ["in_batch", "full_softmax"])
-def test_a_per_row_target_under_full_softmax_takes_the_fused_kernel_with_the_same_loss(data, base, monkeypatch):
-    """A per-row target (a teacher): under full softmax the loss is the XLA kernel over its
-    restricted logits; value and gradients (query, catalog) equal the unfused mixed loss and the
-    two-term form (student temperature τ) with masks, logQ and SoftRec's ½(d + onehot)."""
-    query, catalog = data
-    positive_ids = np.array([2, 5, 2, 8])
-    tau = 0.2
-    ids = tf.constant(positive_ids, tf.int64)
-    objective_base = InBatchSoftmax(temperature=tau, log_q=True) if base == "in_batch" else FullSoftmax(temperature=tau)
-    calls = []
-
-    def loss(fused, student_temperature):
-        source = PerRowTarget(np.random.default_rng(7), len(query), fused=fused)
-        objective = SoftTargetLoss(objective_base, source, alpha=0.6, student_temperature=student_temperature)
-        q, c = tf.Variable(query), tf.Variable(catalog)
-        context = CountingContext(catalog)
-        context._catalog = c
-        with tf.GradientTape() as tape:
-            value = objective.per_example(q, tf.gather(c, ids), ids, context)
-            total = tf.reduce_sum(value)
-        return [value.numpy()] + [g.numpy() for g in map(tf.convert_to_tensor, tape.gradient(total, [q, c]))]
-
-    import tfsoft.losses.soft_target_objective as module
-    original = module.fused_target_cross_entropy
-    monkeypatch.setattr(module, "fused_target_cross_entropy", lambda *args: calls.append(1) or original(*args))
-    fused = loss(True, None)
-    assert bool(calls) == (base == "full_softmax")  # in-batch candidates change count every step: unfused
-    for got, unfused, two_term in zip(fused, loss(False, None), loss(False, tau)):
-        np.testing.assert_allclose(got, unfused, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(got, two_term, rtol=1e-4, atol=1e-5)

@@ -22,7 +22,6 @@ from typing import Protocol
 
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
-from tfsoft.losses.fused_cross_entropy import fused_target_cross_entropy
 from tfsoft.losses.objectives import RetrievalLoss, SoftmaxObjective, StepContext
 from tfsoft.losses.softmax import CandidateLogits
 from tfsoft.losses.soft_targets import mix_with_onehot, mixed_target_cross_entropy, restricted_target, soft_target_loss
@@ -41,12 +40,7 @@ class TargetSource(Protocol):
     def target(self, scored: CandidateLogits, context: StepContext) -> tf.Tensor:
         """[B, M] the target over the student's candidates (rows summing to 1, 0 on masked
         columns), or [M] when one row serves every example (a row-shared source under full
-        softmax): usually :func:`restrict` of softened logits.
-
-        A source whose target is one softmax per row may also define
-        ``target_logits(scored, context)``: the [B, M] :func:`restricted_logits` whose softmax
-        is ``target`` (or None where it has none). Under full softmax the loss then takes the
-        fused kernel (:func:`tfsoft.losses.fused_cross_entropy.fused_target_cross_entropy`)."""
+        softmax): usually :func:`restrict` of softened logits."""
 
 
 def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
@@ -59,16 +53,6 @@ def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
     reading the mask back from the [B, M] student logits."""
     keep = scored.keep() if scored.column_keep is None else scored.column_keep
     return restricted_target(target_logits, scored.log_expected_count, keep)
-
-
-def restricted_logits(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
-    """[B, M] per-row softened target logits -> the log-weights whose softmax is
-    :func:`restrict` of them: the student's logQ correction subtracted, −inf where it masks."""
-    keep = scored.keep() if scored.column_keep is None else scored.column_keep
-    logits = tf.stop_gradient(target_logits)
-    if scored.log_expected_count is not None:
-        logits = logits - tf.cast(scored.log_expected_count, logits.dtype)
-    return tf.where(keep, logits, tf.constant(float("-inf"), logits.dtype))
 
 
 @dataclass(frozen=True)
@@ -121,24 +105,16 @@ class SoftTargetLoss(OverSoftmaxCandidates):
 
     def per_example(self, query, positive, positive_ids, source):
         scored = self.base.candidate_logits(query, positive, positive_ids, source)
+        target = self.source.target(scored, source)
         if self.student_temperature is None:
             # H is linear in the target: with d' = w·onehot + (1 − w)·d (SoftRec's ½(d + onehot)),
             # (1 − α)·CE(onehot) + α·H(d', p) = H(α(1 − w)·d + (1 − α + αw)·onehot, p), computed
             # over the base's (corrected, masked) logits without writing the mixed [B, M] label
             # (bench/bench_soft_target_overhead.py)
             weight = self.source.onehot_weight
-            target_weight, positive_weight = self.alpha * (1 - weight), 1 - self.alpha + self.alpha * weight
-            # a per-row target over the whole catalog (a teacher under full softmax): one XLA
-            # kernel; not on in-batch or sampled candidates, whose count changes every step
-            logits_of = getattr(self.source, "target_logits", None)
-            target_logits = logits_of(scored, source) if logits_of and scored.column_keep is not None else None
-            if target_logits is not None:
-                return fused_target_cross_entropy(scored.logits, scored.positive_index, target_logits,
-                                                  target_weight, positive_weight)
-            return mixed_target_cross_entropy(scored.logits, scored.positive_index, self.source.target(scored, source),
-                                              target_weight, positive_weight,
+            return mixed_target_cross_entropy(scored.logits, scored.positive_index, target,
+                                              self.alpha * (1 - weight), 1 - self.alpha + self.alpha * weight,
                                               query=scored.query, columns=scored.columns)
-        target = self.source.target(scored, source)
         keep = scored.keep()
         if self.source.onehot_weight:
             target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)

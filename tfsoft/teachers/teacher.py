@@ -23,7 +23,7 @@ from pathlib import Path
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses.logits import prepare_embeddings
-from tfsoft.losses.soft_target_objective import restrict, restricted_logits
+from tfsoft.losses.soft_target_objective import restrict
 
 
 def teacher_record(run_dir: str | Path, checkpoint: str) -> dict:
@@ -81,32 +81,21 @@ class TeacherTarget:
     temperature: float = 1.0
     onehot_weight: float = 0.5
 
-    def _softened_logits(self, teacher, scored, context) -> tf.Tensor:
-        """t_k / T over the student's candidates, [N, M] (before :func:`restrict`)."""
-        query = teacher.encode(context.features, training=False).query  # [N, d], the student's rows
-        tau = getattr(teacher.retrieval_loss, "temperature", 1.0)
-        query = query / tf.cast(tau * self.temperature, query.dtype)  # t/T, scaled on [N, d], not [N, M]
-        candidates = prepare_embeddings(teacher.candidate_tower(scored.candidate_ids, training=False),
-                                        teacher.similarity)
-        if candidates.shape.rank == 2:  # shared columns [M, d]
-            logits = tf.matmul(query, candidates, transpose_b=True)
-        else:  # per-example columns [N, M, d]
-            logits = tf.einsum("nd,nmd->nm", query, candidates)
-        return tf.cast(logits, scored.logits.dtype)
-
     def target(self, scored, context):
         total = float(sum(self.weights))
         mixture = None
         for teacher, weight in zip(self.teachers, self.weights):
-            part = restrict(self._softened_logits(teacher, scored, context), scored)
+            query = teacher.encode(context.features, training=False).query  # [N, d], the student's rows
+            tau = getattr(teacher.retrieval_loss, "temperature", 1.0)
+            query = query / tf.cast(tau * self.temperature, query.dtype)  # t/T, scaled on [N, d], not [N, M]
+            candidates = prepare_embeddings(teacher.candidate_tower(scored.candidate_ids, training=False),
+                                            teacher.similarity)
+            if candidates.shape.rank == 2:  # shared columns [M, d]
+                logits = tf.matmul(query, candidates, transpose_b=True)
+            else:  # per-example columns [N, M, d]
+                logits = tf.einsum("nd,nmd->nm", query, candidates)
+            part = restrict(tf.cast(logits, scored.logits.dtype), scored)
             if len(self.teachers) > 1:
                 part = part * (weight / total)
             mixture = part if mixture is None else mixture + part
         return tf.stop_gradient(mixture)
-
-    def target_logits(self, scored, context):
-        """One teacher: the restricted log-weights whose softmax is :meth:`target` (the loss then
-        fuses the softmax into its kernel). Several: None (their probabilities are averaged)."""
-        if len(self.teachers) != 1:
-            return None
-        return tf.stop_gradient(restricted_logits(self._softened_logits(self.teachers[0], scored, context), scored))
