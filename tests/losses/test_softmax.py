@@ -211,3 +211,25 @@ def test_temperature_scales_query_or_logits_alike(rng):
     np.testing.assert_allclose(steps.scale(t(query), tf.constant(0.25)).numpy(), query / 0.25, rtol=1e-7)
     x = t(query)
     assert steps.scale(x, 1.0) is x  # τ = 1 adds no op
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64, tf.float16])
+def test_softmax_cross_entropy_is_logsumexp_minus_the_positive_with_softmax_minus_onehot_gradient(rng, dtype):
+    from tfsoft.losses.softmax import softmax_cross_entropy
+
+    logits = rng.normal(size=(6, 9)) * 4
+    logits[:, 0] = -1e4  # a masked column (finite, very negative)
+    positive = rng.integers(1, 9, size=6)
+    variable = tf.Variable(tf.constant(logits, dtype))
+    with tf.GradientTape() as tape:
+        loss = softmax_cross_entropy(variable, tf.constant(positive))
+        total = tf.reduce_sum(tf.cast(loss, tf.float32))
+    gradient = tf.cast(tape.gradient(total, variable), tf.float64).numpy()
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    onehot = np.eye(9)[positive]
+    tolerance = 2e-2 if dtype == tf.float16 else 1e-5
+    assert loss.dtype == dtype
+    np.testing.assert_allclose(tf.cast(loss, tf.float64).numpy(), -log_p[np.arange(6), positive], rtol=tolerance,
+                               atol=tolerance)
+    np.testing.assert_allclose(gradient, np.exp(log_p) - onehot, atol=tolerance)
