@@ -233,3 +233,11 @@ def test_softmax_cross_entropy_is_logsumexp_minus_the_positive_with_softmax_minu
     np.testing.assert_allclose(tf.cast(loss, tf.float64).numpy(), -log_p[np.arange(6), positive], rtol=tolerance,
                                atol=tolerance)
     np.testing.assert_allclose(gradient, np.exp(log_p) - onehot, atol=tolerance)
+
+
+def test_at_positive_picks_each_rows_positive_column(rng):
+    values = rng.normal(size=(5, 7))
+    positive = np.array([0, 6, 3, 3, 1])
+    for index in (tf.constant(positive, tf.int64), tf.constant(positive, tf.int32)):
+        np.testing.assert_array_equal(steps.at_positive(tf.constant(values), index).numpy(),
+                                      values[np.arange(5), positive])

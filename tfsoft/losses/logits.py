@@ -82,6 +82,12 @@ def mask_accidental_hits(logits: tf.Tensor, positive_ids: tf.Tensor, negative_id
     return tf.where(hits, tf.cast(MASKED_LOGIT, logits.dtype), logits)
 
 
+def at_positive(values: tf.Tensor, positive_index: tf.Tensor) -> tf.Tensor:
+    """``values[b, positive_index[b]]`` for every row b: [B, M] -> [B] (the positive's logit,
+    log-probability or candidate id)."""
+    return tf.gather(values, tf.cast(positive_index, tf.int32), axis=1, batch_dims=1)
+
+
 def positive_columns(positive_index: tf.Tensor, num_candidates: tf.Tensor) -> tf.Tensor:
     """[B, M] bool, True at each row's positive column (any ``positive_index``)."""
     columns = tf.range(tf.cast(num_candidates, positive_index.dtype), dtype=positive_index.dtype)

@@ -245,7 +245,7 @@ def mixed_target_cross_entropy(
     target = tf.stop_gradient(tf.cast(target, logits.dtype))
     a, b = _as(target_weight, logits.dtype), _as(positive_weight, logits.dtype)
     mass = b + a * tf.reduce_sum(target, axis=-1)
-    positive = tf.gather(logits, tf.cast(positive_index, tf.int32), axis=1, batch_dims=1)
+    positive = steps.at_positive(logits, positive_index)
     if target.shape.rank == 1 and query is not None:
         expected_logit = tf.linalg.matvec(query, tf.linalg.matvec(tf.cast(columns, logits.dtype), target,
                                                                   transpose_a=True))
@@ -320,7 +320,7 @@ def soft_target_loss(
     if student_log_expected_count is not None:
         logits = steps.subtract_log_expected_count(logits, student_log_expected_count)
     log_p = _masked_log_softmax(logits, student_mask)
-    hard = -tf.gather(log_p, tf.cast(positive_index, tf.int32), axis=1, batch_dims=1)
+    hard = -steps.at_positive(log_p, positive_index)
     soft_logits, factor = logits, 1.0
     if student_temperature is not None:
         _check_positive(student_temperature, "student_temperature")

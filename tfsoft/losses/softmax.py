@@ -81,7 +81,7 @@ def softmax_cross_entropy(logits: tf.Tensor, positive_index: tf.Tensor) -> tf.Te
     dtype = logits.dtype
     if dtype in (tf.float16, tf.bfloat16):
         logits = tf.cast(logits, tf.float32)
-    positive = tf.gather(logits, tf.cast(positive_index, tf.int32), axis=1, batch_dims=1)
+    positive = steps.at_positive(logits, positive_index)
     return tf.cast(tf.reduce_logsumexp(logits, axis=-1) - positive, dtype)
 
 

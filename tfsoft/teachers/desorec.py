@@ -83,6 +83,7 @@ import numpy as np
 
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
+from tfsoft.losses import logits as steps
 from tfsoft.losses.soft_target_objective import restrict
 from tfsoft.losses.soft_targets import label_propagation, propagation_weights
 
@@ -439,7 +440,7 @@ class DesorecTarget:
         dtype = scored.logits.dtype
         probs = tf.cast(probs, dtype)
         candidates = tf.cast(tf.broadcast_to(scored.candidate_ids, tf.shape(scored.logits)), tf.int64)
-        positive = tf.gather(candidates, tf.cast(scored.positive_index, tf.int32), axis=1, batch_dims=1)
+        positive = steps.at_positive(candidates, scored.positive_index)
         q_y = tf.reduce_sum(probs * tf.cast(tf.equal(ids, positive[:, tf.newaxis]), dtype), axis=-1)
         q_y = tf.where(found, q_y, tf.ones_like(q_y))
         column = tf.minimum(tf.searchsorted(ids, candidates), tf.shape(ids)[1] - 1)
