@@ -342,3 +342,35 @@ def test_mixed_target_cross_entropy_is_the_fused_loss_with_the_mixed_label(rng):
     np.testing.assert_allclose(tape.gradient(total, z).numpy(), expected_gradient, atol=1e-12)
     fused = tf.nn.softmax_cross_entropy_with_logits(labels=t(label), logits=t(logits)).numpy()
     np.testing.assert_allclose(got.numpy(), fused, rtol=1e-10)
+
+
+def test_restricted_target_with_finite_logits_skips_only_the_empty_row_test(problem):
+    """``finite``: the same target as the default path, under a [B, C] and a [C] mask, with the
+    logQ correction; every row sums to 1 and masked columns are exactly 0."""
+    teacher, log_count, keep = problem["teacher"], problem["log_count"], problem["keep"]
+    for mask, correction in ((keep, log_count), (keep[1], None), (keep[2], log_count[:1])):
+        default = st.restricted_target(t(teacher), None if correction is None else t(correction), t(mask)).numpy()
+        fast = st.restricted_target(t(teacher), None if correction is None else t(correction), t(mask),
+                                    finite=True).numpy()
+        shifted = teacher - (0 if correction is None else correction)
+        np.testing.assert_allclose(fast, np_softmax(shifted, np.broadcast_to(mask, teacher.shape)), rtol=1e-12)
+        np.testing.assert_allclose(fast, default, rtol=1e-12)
+        np.testing.assert_allclose(fast.sum(axis=1), 1, rtol=1e-12)
+        assert np.all(fast[~np.broadcast_to(mask, teacher.shape)] == 0)
+
+
+def test_mixed_target_cross_entropy_told_the_rows_sum_to_one_is_unchanged(rng):
+    logits = rng.normal(size=(3, 5))
+    logits[0, 2] = -1e9
+    keep = logits > -1e8
+    d = np_softmax(rng.normal(size=(3, 5)), keep)
+    positive = np.array([1, 0, 4])
+    values = []
+    for sums_to_one in (False, True):
+        z = tf.Variable(logits)
+        with tf.GradientTape() as tape:
+            got = st.mixed_target_cross_entropy(z, t(positive), t(d), 0.4, 0.6, target_sums_to_one=sums_to_one)
+            total = tf.reduce_sum(got)
+        values.append((got.numpy(), tape.gradient(total, z).numpy()))
+    np.testing.assert_allclose(values[1][0], values[0][0], rtol=1e-12)
+    np.testing.assert_allclose(values[1][1], values[0][1], atol=1e-12)

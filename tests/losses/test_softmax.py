@@ -241,3 +241,21 @@ def test_at_positive_picks_each_rows_positive_column(rng):
     for index in (tf.constant(positive, tf.int64), tf.constant(positive, tf.int32)):
         np.testing.assert_array_equal(steps.at_positive(tf.constant(values), index).numpy(),
                                       values[np.arange(5), positive])
+
+
+@pytest.mark.parametrize("dtype", [tf.float64, tf.float16])
+def test_mask_columns_zeroes_masked_columns_in_the_softmax_and_passes_the_gradient(dtype, rng):
+    logits = rng.normal(size=(3, 5))
+    keep = np.array([False, True, True, False, True])
+    variable = tf.Variable(tf.cast(logits, dtype))
+    masked = steps.mask_columns(variable, t(keep))
+    probabilities = tf.nn.softmax(tf.cast(masked, tf.float64)).numpy()
+    expected = np.where(keep, np.exp(logits), 0)
+    np.testing.assert_allclose(probabilities, expected / expected.sum(1, keepdims=True),
+                               rtol=1e-12 if dtype == tf.float64 else 2e-3)
+    assert np.all(probabilities[:, ~keep] == 0)
+    assert np.all(masked.numpy()[:, ~keep] <= steps.MASKED_LOGIT / 2)
+    np.testing.assert_allclose(masked.numpy()[:, keep], logits[:, keep].astype(dtype.as_numpy_dtype))
+    with tf.GradientTape() as tape:  # the gradient of the kept entries is the identity, masked ones get none
+        loss = tf.reduce_sum(tf.cast(steps.mask_columns(variable, t(keep)), tf.float64) * keep)
+    np.testing.assert_array_equal(tape.gradient(loss, variable).numpy(), np.broadcast_to(keep, logits.shape).astype(float))

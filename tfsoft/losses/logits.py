@@ -158,7 +158,11 @@ def mask_duplicate_positives(
 def mask_columns(logits: tf.Tensor, column_mask: tf.Tensor) -> tf.Tensor:
     """Mask whole columns (e.g. the padding/OOV row of the catalog in full softmax).
 
+    As :func:`add_mask` of the broadcast [M] offset: the same result as replacing the masked
+    entries once they pass through a softmax, and, unlike a select, no pass over [B, M] in the
+    backward (the gradient of an addition is the identity).
+
     Args:
         logits: [B, M]; column_mask: [M] bool, True = keep.
     """
-    return tf.where(column_mask[tf.newaxis, :], logits, tf.cast(MASKED_LOGIT, logits.dtype))
+    return add_mask(logits, tf.logical_not(tf.cast(column_mask, tf.bool))[tf.newaxis, :])

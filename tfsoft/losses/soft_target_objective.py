@@ -33,6 +33,9 @@ class TargetSource(Protocol):
     Attributes:
         onehot_weight: weight of onehot(y) mixed into the target (SoftRec's ½(d + onehot): 0.5;
             label smoothing: 0).
+        sums_to_one: optional (default False): every row of every target this source returns
+            sums to 1 (finite logits over candidates whose positive is always kept: a teacher),
+            so the loss need not read the row sums back.
     """
 
     onehot_weight: float
@@ -43,16 +46,17 @@ class TargetSource(Protocol):
         softmax): usually :func:`restrict` of softened logits."""
 
 
-def restrict(target_logits: tf.Tensor, scored: CandidateLogits) -> tf.Tensor:
+def restrict(target_logits: tf.Tensor, scored: CandidateLogits, finite: bool = False) -> tf.Tensor:
     """Softened target logits over the candidates (``[M]`` or ``[B, M]``) -> the target restricted
     to the student's candidate set with the student's logQ correction and masks
     (:func:`tfsoft.losses.soft_targets.restricted_target`). Where the mask is one ``[M]`` row for
     every example (full softmax) it is used as such: row-shared ``[M]`` logits then stay one
     ``[M]`` row, so the loss needs no [B, M] target
     (:func:`~tfsoft.losses.soft_targets.mixed_target_cross_entropy`), and per-row logits skip
-    reading the mask back from the [B, M] student logits."""
+    reading the mask back from the [B, M] student logits. ``finite``: the logits are finite (a
+    teacher's scores), so no row is empty: every softmax objective keeps each row's positive."""
     keep = scored.keep() if scored.column_keep is None else scored.column_keep
-    return restricted_target(target_logits, scored.log_expected_count, keep)
+    return restricted_target(target_logits, scored.log_expected_count, keep, finite=finite)
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,8 @@ class SoftTargetLoss(OverSoftmaxCandidates):
             weight = self.source.onehot_weight
             return mixed_target_cross_entropy(scored.logits, scored.positive_index, target,
                                               self.alpha * (1 - weight), 1 - self.alpha + self.alpha * weight,
-                                              query=scored.query, columns=scored.columns)
+                                              query=scored.query, columns=scored.columns,
+                                              target_sums_to_one=getattr(self.source, "sums_to_one", False))
         keep = scored.keep()
         if self.source.onehot_weight:
             target = mix_with_onehot(target, scored.positive_index, self.source.onehot_weight)

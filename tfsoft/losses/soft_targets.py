@@ -80,7 +80,8 @@ def _onehot(positive_index: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
 
 
 def restricted_target(
-    target_logits: tf.Tensor, log_expected_count: tf.Tensor | None = None, mask: tf.Tensor | None = None
+    target_logits: tf.Tensor, log_expected_count: tf.Tensor | None = None, mask: tf.Tensor | None = None,
+    *, finite: bool = False,
 ) -> tf.Tensor:
     """The soft target restricted to the candidate set: ``d_j ∝ exp(t_j − log E[count_j])``.
 
@@ -98,11 +99,16 @@ def restricted_target(
       (three passes over ``[B, C]``). A row whose kept values all lie so far below the shift that
       their sum falls under ``sqrt(smallest normal)`` (about 1e-19 in float32) is recomputed with
       its own shift, so no row underflows to zeros;
-    * otherwise one masked ``softmax`` (masked entries −inf) with all-masked rows set to zeros.
+    * otherwise one masked ``softmax`` (masked entries −inf: a ``[C]`` mask as a broadcast −inf
+      offset, a ``[B, C]`` one by a select) with all-masked rows set to zeros.
 
     Args:
         target_logits: [B, C] or [C]; log_expected_count: [B, C], [1, C] or [C], None = no correction.
         mask: [B, C] or [C] bool, True = keep.
+        finite: the caller guarantees finite logits and at least one kept column per row (a
+            teacher's scores over a softmax objective's candidates, whose positive column is
+            never masked): no row can be empty, so the test for empty rows (a read of [B, C])
+            is skipped and every row sums to 1.
     Returns:
         The broadcast shape of the inputs ([B, C] when any is): non-negative rows summing to 1,
         masked entries exactly 0. A row whose every candidate is masked (or has logit −inf) is
@@ -113,7 +119,7 @@ def restricted_target(
         logits = logits - tf.cast(log_expected_count, logits.dtype)
     if mask is not None and _row_shared(logits) and mask.shape.rank == 2:
         return _restricted_shared(tf.reshape(logits, [-1]), tf.cast(mask, tf.bool))
-    return _masked_softmax(logits, None if mask is None else tf.cast(mask, tf.bool))
+    return _masked_softmax(logits, None if mask is None else tf.cast(mask, tf.bool), finite=finite)
 
 
 def _row_shared(values: tf.Tensor) -> bool:
@@ -121,15 +127,22 @@ def _row_shared(values: tf.Tensor) -> bool:
     return values.shape.rank == 1 or (values.shape.rank == 2 and values.shape[0] == 1)
 
 
-def _masked_softmax(logits: tf.Tensor, keep: tf.Tensor | None) -> tf.Tensor:
+def _masked_softmax(logits: tf.Tensor, keep: tf.Tensor | None, finite: bool = False) -> tf.Tensor:
     """``softmax`` over the kept entries (masked: exactly 0); rows with nothing finite kept: zeros.
 
     Such rows are found from the row maxima (−inf) before the softmax, and only when one
     exists is a select pass spent on them: one read of [B, C] instead of a NaN test and a
-    select over every entry."""
-    if keep is not None:
-        logits = tf.where(keep, logits, tf.constant(float("-inf"), logits.dtype))
+    select over every entry. With ``finite`` (see :func:`restricted_target`) there are none
+    and the test is skipped. A ``[C]`` mask over [B, C] logits is a broadcast −inf offset
+    (cheaper on a CPU than a broadcast select)."""
+    neg_inf = tf.constant(float("-inf"), logits.dtype)
+    if keep is not None and keep.shape.rank == 1 and logits.shape.rank == 2:
+        logits = logits + tf.where(keep, tf.zeros([], logits.dtype), neg_inf)[tf.newaxis, :]
+    elif keep is not None:
+        logits = tf.where(keep, logits, neg_inf)
     probabilities = tf.nn.softmax(logits, axis=-1)  # an all −inf row is NaN
+    if finite:
+        return probabilities
     empty = tf.math.is_inf(tf.reduce_max(logits, axis=-1, keepdims=True))  # −inf: nothing finite kept
     return tf.cond(tf.reduce_any(empty), lambda: tf.where(empty, tf.zeros_like(probabilities), probabilities),
                    lambda: probabilities)
@@ -219,7 +232,7 @@ def sparse_target_logits(targets: SparseTargets, candidate_ids: tf.Tensor) -> tf
 
 def mixed_target_cross_entropy(
     logits: tf.Tensor, positive_index: tf.Tensor, target: tf.Tensor, target_weight: float, positive_weight: float,
-    query: tf.Tensor | None = None, columns: tf.Tensor | None = None,
+    query: tf.Tensor | None = None, columns: tf.Tensor | None = None, target_sums_to_one: bool = False,
 ) -> tf.Tensor:
     """``H(a·d + b·onehot_y, softmax(z))`` per row, without forming the mixed label ([B]).
 
@@ -241,10 +254,12 @@ def mixed_target_cross_entropy(
             negative, where d is 0); positive_index: [B] column of y; target: [B, C] d, rows
             summing to 1 (or all 0), or [C] one row for every example; target_weight: a;
             positive_weight: b; query, columns: the factors above (only with a [C] target).
+        target_sums_to_one: the caller guarantees that every row of d sums to 1 (no empty row,
+            :func:`restricted_target` with ``finite``): ``Σ_j d_j`` is then not read from [B, C].
     """
     target = tf.stop_gradient(tf.cast(target, logits.dtype))
     a, b = _as(target_weight, logits.dtype), _as(positive_weight, logits.dtype)
-    mass = b + a * tf.reduce_sum(target, axis=-1)
+    mass = b + a if target_sums_to_one else b + a * tf.reduce_sum(target, axis=-1)
     positive = steps.at_positive(logits, positive_index)
     if target.shape.rank == 1 and query is not None:
         expected_logit = tf.linalg.matvec(query, tf.linalg.matvec(tf.cast(columns, logits.dtype), target,

@@ -80,6 +80,8 @@ class TeacherTarget:
     weights: tuple
     temperature: float = 1.0
     onehot_weight: float = 0.5
+    #: a teacher's logits are finite and the positive column is never masked: rows sum to 1
+    sums_to_one = True
 
     def target(self, scored, context):
         total = float(sum(self.weights))
@@ -94,7 +96,7 @@ class TeacherTarget:
                 logits = tf.matmul(query, candidates, transpose_b=True)
             else:  # per-example columns [N, M, d]
                 logits = tf.einsum("nd,nmd->nm", query, candidates)
-            part = restrict(tf.cast(logits, scored.logits.dtype), scored)
+            part = restrict(tf.cast(logits, scored.logits.dtype), scored, finite=True)
             if len(self.teachers) > 1:
                 part = part * (weight / total)
             mixture = part if mixture is None else mixture + part
