@@ -21,6 +21,7 @@ import numpy as np
 from tfsoft.backend import tf
 from tfsoft.errors import ConfigError
 from tfsoft.losses import logits as steps
+from tfsoft.losses.softmax import softmax_cross_entropy
 
 POPULARITY_SCALINGS = ("log", "csrec")
 #: Floor of the binary log-probabilities of :func:`decoupled_soft_target_loss` (exp ≈ 4e-44).
@@ -260,13 +261,12 @@ def mixed_target_cross_entropy(
     target = tf.stop_gradient(tf.cast(target, logits.dtype))
     a, b = _as(target_weight, logits.dtype), _as(positive_weight, logits.dtype)
     mass = b + a if target_sums_to_one else b + a * tf.reduce_sum(target, axis=-1)
-    positive = steps.at_positive(logits, positive_index)
     if target.shape.rank == 1 and query is not None:
         expected_logit = tf.linalg.matvec(query, tf.linalg.matvec(tf.cast(columns, logits.dtype), target,
                                                                   transpose_a=True))
     else:
         expected_logit = tf.reduce_sum(target * logits, axis=-1)
-    return mass * tf.reduce_logsumexp(logits, axis=-1) - b * positive - a * expected_logit
+    return softmax_cross_entropy(logits, positive_index, mass, b) - a * expected_logit
 
 
 def soft_cross_entropy(

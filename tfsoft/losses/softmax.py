@@ -64,25 +64,55 @@ class CandidateLogits:
         return softmax_cross_entropy(self.logits, self.positive_index)
 
 
-def softmax_cross_entropy(logits: tf.Tensor, positive_index: tf.Tensor) -> tf.Tensor:
-    """``−log softmax(logits)[positive]`` per row: ``logsumexp_j(l_j) − l_pos``.
+def softmax_cross_entropy(
+    logits: tf.Tensor, positive_index: tf.Tensor, logsumexp_weight=None, positive_weight=None
+) -> tf.Tensor:
+    """``−log softmax(logits)[positive]`` per row: ``logsumexp_j(l_j) − l_pos``; more generally
+    ``w·logsumexp_j(l_j) − b·l_pos`` (the hard part of a mixed-label cross-entropy,
+    :func:`tfsoft.losses.soft_targets.mixed_target_cross_entropy`).
 
-    Written as that logsumexp and a gather rather than TensorFlow's fused
-    ``sparse_softmax_cross_entropy_with_logits``: on a CPU the fused kernel is the slower of
-    the two (full softmax over 1,950 queries × 3,648 items, matmuls and both passes, one
-    thread: 69.5 vs 53.6 ms; `bench/bench_soft_target_overhead.py`'s base rows). Same value
-    and gradient (softmax − onehot). 16-bit logits are reduced in float32.
+    Gradient ``w·softmax(l) − b·onehot(pos)``, written by hand (``tf.custom_gradient``) from
+    the one fused ``softmax`` of the forward: the logsumexp is ``max_j l_j − log max_j p_j``
+    (the largest probability is ≥ 1/M, so its log never underflows), and the backward is one
+    scaled copy of p with b subtracted at the positives. TensorFlow's own graph for
+    ``reduce_logsumexp`` and the gather's gradient spend four more passes over [B, M] (its
+    fused ``sparse_softmax_cross_entropy_with_logits`` is slower still on a CPU); the loss
+    part of a full-softmax step over 1,950 queries × 3,648 items, one thread, falls from
+    about 21 to 13 ms (``bench/bench_soft_target_overhead.py`` measures the whole step).
+    16-bit logits are reduced in float32.
 
     Args:
-        logits: [B, M]; positive_index: [B] int column of each row's positive.
+        logits: [B, M] (masked columns finite and very negative, or −inf, never a whole row);
+            positive_index: [B] int column of each row's positive.
+        logsumexp_weight, positive_weight: w and b, constants (no gradient flows into them),
+            scalars or [B]; None = 1.
     Returns:
         [B] the loss, in the logits' dtype.
     """
     dtype = logits.dtype
     if dtype in (tf.float16, tf.bfloat16):
         logits = tf.cast(logits, tf.float32)
-    positive = steps.at_positive(logits, positive_index)
-    return tf.cast(tf.reduce_logsumexp(logits, axis=-1) - positive, dtype)
+    index = tf.cast(positive_index, tf.int32)
+    w = None if logsumexp_weight is None else tf.stop_gradient(tf.cast(logsumexp_weight, logits.dtype))
+    b = None if positive_weight is None else tf.stop_gradient(tf.cast(positive_weight, logits.dtype))
+
+    @tf.custom_gradient
+    def cross_entropy(z):
+        probabilities = tf.nn.softmax(z, axis=-1)
+        logsumexp = tf.reduce_max(z, axis=-1) - tf.math.log(tf.reduce_max(probabilities, axis=-1))
+        positive = steps.at_positive(z, index)
+        value = (logsumexp if w is None else w * logsumexp) - (positive if b is None else b * positive)
+
+        def gradient(upstream):
+            scale = upstream if w is None else upstream * w
+            at_positives = upstream if b is None else upstream * b
+            rows = tf.range(tf.shape(index)[0])
+            return tf.tensor_scatter_nd_sub(probabilities * scale[:, tf.newaxis], tf.stack([rows, index], axis=1),
+                                            at_positives)
+
+        return value, gradient
+
+    return tf.cast(cross_entropy(logits), dtype)
 
 
 def full_softmax_loss(query: tf.Tensor, catalog: tf.Tensor, positive_ids: tf.Tensor, **kwargs) -> tf.Tensor:
