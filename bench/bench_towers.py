@@ -228,7 +228,9 @@ def main() -> None:
             runs.append(run)
             runs.sort(key=lambda r: r["seed"])
             # merged into the file as it is now: another process may be writing other variants
-            results = merge_result(str(out), {**header, "machine": machine()}, name, summarise(recorded, runs))
+            results = merge_result(str(out), {**header, "machine": machine()}, name, runs,
+                                   lambda merged: summarise(recorded, merged))
+            runs = results[name]["runs"]
             print(f"{name:14s} seed {seed}: test recall@10 {run['test']['recall@10']:.4f} "
                   f"ndcg@10 {run['test']['ndcg@10']:.4f} (best epoch {run['best_epoch']}/{run['epochs_run']}, "
                   f"{run['seconds_per_epoch']:.1f} s/epoch)", flush=True)

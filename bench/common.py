@@ -41,11 +41,13 @@ def write_result(path: str, payload: dict) -> None:
     print(f"wrote {path}")
 
 
-def merge_result(path: str, header: dict, name: str, entry: dict) -> dict:
-    """Write ``entry`` as ``results[name]`` of the JSON at ``path``, keeping every other entry
-    as the file holds it *now*: two benchmark processes (one per core) can share one results
-    file. The read-modify-write runs under an exclusive ``flock`` on ``PATH.lock`` and the
-    file itself is replaced atomically. Returns the results as written."""
+def merge_result(path: str, header: dict, name: str, runs: list[dict], summarise) -> dict:
+    """Add ``runs`` to ``results[name]`` of the JSON at ``path`` as the file holds it *now*, and
+    write ``summarise(all runs of name)`` there, keeping every other entry: two benchmark
+    processes (one per core) can share one results file, on different variants or on different
+    seeds of the same variant (runs are keyed by ``seed``; this process's run wins for a seed
+    both hold). The read-modify-write runs under an exclusive ``flock`` on ``PATH.lock`` and
+    the file itself is replaced atomically. Returns the results as written."""
     import fcntl
     import json
     from pathlib import Path
@@ -55,7 +57,9 @@ def merge_result(path: str, header: dict, name: str, entry: dict) -> dict:
     with open(f"{target}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(target.read_text()).get("results", {}) if target.is_file() else {}
-        results[name] = entry
+        by_seed = {r["seed"]: r for r in results.get(name, {}).get("runs", [])}
+        by_seed.update({r["seed"]: r for r in runs})
+        results[name] = summarise(sorted(by_seed.values(), key=lambda r: r["seed"]))
         write_result(str(target), {**header, "results": results})
     return results
 

@@ -105,3 +105,24 @@ def test_a_write_keeps_what_another_process_wrote_meanwhile(bench, monkeypatch, 
     monkeypatch.setattr(bench, "run_one", run_while_another_process_writes)
     run(bench, monkeypatch, "--part", "sequential", "--variants", "nfm", "--seeds", "0", "--out", str(out))
     assert set(json.loads(out.read_text())["results"]) == {"narm", "caser", "nfm"}
+
+
+def test_two_processes_on_seeds_of_one_variant_keep_both(bench, monkeypatch, tmp_path):
+    """Two processes running seeds 1 and 2 of the same variant: the second write keeps the run
+    the first one wrote meanwhile (its entry is merged by seed, not replaced)."""
+    out = tmp_path / "shared.json"
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "nfm", "--seeds", "0", "--out", str(out))
+    original_run = bench.run_one
+
+    def run_while_another_process_writes(config, prepared):
+        payload = json.loads(out.read_text())
+        other = dict(payload["results"]["nfm"]["runs"][0], seed=1)
+        payload["results"]["nfm"]["runs"].append(other)
+        out.write_text(json.dumps(payload))
+        return original_run(config, prepared)
+
+    monkeypatch.setattr(bench, "run_one", run_while_another_process_writes)
+    run(bench, monkeypatch, "--part", "sequential", "--variants", "nfm", "--seeds", "2", "--out", str(out))
+    entry = json.loads(out.read_text())["results"]["nfm"]
+    assert [r["seed"] for r in entry["runs"]] == [0, 1, 2]
+    assert len(entry["test_recall@10"]["values"]) == 3
