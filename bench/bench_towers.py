@@ -226,8 +226,8 @@ def main() -> None:
                 prepared_cache[key] = prepare_data(config.data)
             run = run_one(config, prepared_cache[key])
             runs.append(run)
-            runs.sort(key=lambda r: r["seed"])
-            # merged into the file as it is now: another process may be writing other variants
+            # merged into the file as it is now (sorted by seed): another process may be writing
+            # other variants or other seeds of this one
             results = merge_result(str(out), {**header, "machine": machine()}, name, runs,
                                    lambda merged: summarise(recorded, merged))
             runs = results[name]["runs"]
