@@ -8,9 +8,15 @@ Every run is ``tfsoft train`` (:func:`tfsoft.train_run.train_run`) into
 teachers of later variants; the JSON is written after every run and a rerun skips what it holds.
 Selection is on validation NDCG@10; test is recorded.
 
+Two recipes: the ``configs/towers/`` recipes tuned on lastfm_small (every variant without a prefix),
+and, with the ``default_`` variants, tfsoft's defaults (only the data and the tower named: in-batch
+softmax with mixed negatives and logQ, the tower's own recipe), the strong base on ML-1M
+(README, "MovieLens 1M"); a ``default_`` variant's teachers are ``default_base`` runs.
+
     .venv/bin/python bench/bench_soft_targets.py --dataset lastfm_small --seeds 0 1 2
     .venv/bin/python bench/bench_soft_targets.py --dataset lastfm_small --variants base popularity --epochs 1 --steps 3
     .venv/bin/python bench/bench_soft_targets.py --variants ckd/a0.7/t6 ckd/a0.3/t1 --seeds 0   # the α/T grid
+    .venv/bin/python bench/bench_soft_targets.py --dataset ml-1m --towers sasrec --variants default_base default_ckd/a0.8/t1 --epochs 20
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ TOWERS = {"gru": "configs/towers/gru4rec_ssm.yaml", "sasrec": "configs/towers/sa
 DATA = {"lastfm_small": [],
         "ml-1m": ["data.path=ml-1m", "data.window=null", "data.split=leave_one_out", "data.max_history=50",
                   "data.example_mode=window"]}
+#: the data of the ``default_`` variants: as bench/bench_recipes.py's ``defaults/<tower>`` rows
+DEFAULT_DATA = {"lastfm_small": ["data.path=lastfm_small", "data.split=leave_one_out", "data.window=20"],
+                "ml-1m": ["data.path=ml-1m", "data.split=leave_one_out"]}
 OUT_NAMES = {"lastfm_small": "lastfm", "ml-1m": "ml1m"}
 FULL = ["loss=full_softmax", "loss.temperature=0.1"]
 SSM = ["loss=in_batch", "loss.temperature=0.1", "loss.mixed_negatives=1024", "loss.log_q_correction=true"]
@@ -59,6 +68,14 @@ VARIANTS = {
                       "soft_target.temperature=3"]),
     "ssm_neighbour": (SSM, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
                             "soft_target.num_neighbours=10"]),
+    # tfsoft's defaults (loss and tower recipe untouched), the same soft targets on top
+    "default_base": ([], []),
+    "default_skd": ([], ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
+                         "soft_target.temperature=3"]),
+    "default_ckd": ([], ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
+                         "soft_target.temperature=3"]),
+    "default_ens": ([], ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]",
+                         "soft_target.alpha=0.5", "soft_target.temperature=3"]),
 }
 
 #: the best variant per backbone on lastfm_small, chosen on validation NDCG@10 (seed-0 screen,
@@ -97,35 +114,62 @@ def parse_variant(name: str) -> tuple[list[str], list[str]]:
 
 def teacher_variant(name: str) -> str:
     """The base run a variant's teachers come from."""
-    return "ssm_base" if name.startswith("ssm_") else "base"
+    for prefix in ("ssm_", "default_"):
+        if name.startswith(prefix):
+            return f"{prefix}base"
+    return "base"
 
 
 def run_dir(out_root: Path, dataset: str, tower: str, variant: str, seed: int) -> Path:
     return out_root / dataset / tower / variant / f"seed{seed}"
 
 
-def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dict:
-    from tfsoft.config import load_config
-    from tfsoft.train_run import train_run
-
+def variant_overrides(dataset: str, tower: str, variant: str, seed: int, epochs: int, steps: int | None,
+                      out_root: Path) -> list[str]:
+    """The ``--set`` overrides of one run (on the tower's config file, or on the defaults for a
+    ``default_`` variant; see :func:`variant_config`)."""
     loss, soft = parse_variant(variant)
     other = "sasrec" if tower == "gru" else "gru"
     base = teacher_variant(variant)
-    teacher = run_dir(out_root, dataset, tower, base, seed)
-    other_teacher = run_dir(out_root, dataset, other, base, seed)
-    needs = ([(tower, teacher)] if "{teacher}" in " ".join(soft) else []) + \
-            ([(other, other_teacher)] if "{other}" in " ".join(soft) else [])
-    for teacher_tower, needed in needs:
+    runs = {"teacher": run_dir(out_root, dataset, tower, base, seed),
+            "other": run_dir(out_root, dataset, other, base, seed)}
+    data = [*DEFAULT_DATA[dataset], f"model.query_tower={tower}"] if variant.startswith("default_") else DATA[dataset]
+    overrides = [*data, *loss, *(s.format(**runs) for s in soft), f"train.epochs={epochs}", f"train.seed={seed}"]
+    return overrides + ([f"train.steps_per_epoch={steps}"] if steps else [])
+
+
+def variant_config(overrides: list[str], tower: str, variant: str):
+    """The validated config of one run: ``configs/towers/`` for the lastfm_small recipes, tfsoft's
+    defaults (an empty config) for the ``default_`` variants."""
+    from tfsoft.config import apply_overrides, load_config, parse_config
+
+    if variant.startswith("default_"):
+        return parse_config(apply_overrides({}, overrides), f"defaults with --set {' '.join(overrides)}")
+    return load_config(ROOT / TOWERS[tower], overrides)
+
+
+def teacher_needs(dataset: str, tower: str, variant: str, seed: int, out_root: Path) -> list[tuple[str, Path]]:
+    """(tower, run dir) of each base run ``variant`` reads as a teacher."""
+    _, soft = parse_variant(variant)
+    other = "sasrec" if tower == "gru" else "gru"
+    base = teacher_variant(variant)
+    joined = " ".join(soft)
+    return ([(tower, run_dir(out_root, dataset, tower, base, seed))] if "{teacher}" in joined else []) + \
+           ([(other, run_dir(out_root, dataset, other, base, seed))] if "{other}" in joined else [])
+
+
+def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dict:
+    from tfsoft.train_run import train_run
+
+    for teacher_tower, needed in teacher_needs(dataset, tower, variant, seed, out_root):
         if not (needed / "metrics.json").is_file():
             # the JSON may hold the base run while its directory is gone (another checkout): the same
             # config and seed train it again as the teacher; its metrics are not recorded twice
+            base = teacher_variant(variant)
             print(f"training the teacher {needed} ({teacher_tower} {base}, seed {seed}) for {variant}", flush=True)
             train_variant(dataset, teacher_tower, base, seed, epochs, steps, out_root)
-    overrides = [*DATA[dataset], *loss, *(s.format(teacher=teacher, other=other_teacher) for s in soft),
-                 f"train.epochs={epochs}", f"train.seed={seed}"]
-    if steps:
-        overrides.append(f"train.steps_per_epoch={steps}")
-    config = load_config(ROOT / TOWERS[tower], overrides)
+    overrides = variant_overrides(dataset, tower, variant, seed, epochs, steps, out_root)
+    config = variant_config(overrides, tower, variant)
     target = run_dir(out_root, dataset, tower, variant, seed)
     metrics = train_run(config, target, overwrite=True)
     keep = lambda split: {k: v for k, v in metrics[split].items() if "@" in k and k != "long_tail_recall"}  # noqa: E731

@@ -41,3 +41,28 @@ def test_merging_per_tower_files_keeps_held_seeds_and_recomputes_the_summary(ben
     assert summary["std"] == pytest.approx(np.std([0.2, 0.3, 0.4], ddof=1))  # sample std, as bench/common.py
     assert state["results"]["sasrec"]["ckd"]["summary"]["test_ndcg@10"]["mean"] == pytest.approx(0.25)
     assert bench.merge_results(state, other) == 0
+
+
+def test_default_variants_keep_the_library_recipe_and_read_default_base_teachers(bench, tmp_path):
+    overrides = bench.variant_overrides("ml-1m", "sasrec", "default_ckd/a0.8/t1", 2, 20, None, tmp_path)
+    config = bench.variant_config(overrides, "sasrec", "default_ckd/a0.8/t1")
+    assert config.loss.name == "in_batch" and config.loss.mixed_negatives and config.loss.log_q_correction
+    assert config.model.query_tower.name == "sasrec" and config.data.window is None
+    assert (config.soft_target.alpha, config.soft_target.temperature) == (0.8, 1.0)
+    teacher = tmp_path / "ml-1m" / "gru" / "default_base" / "seed2"
+    assert [str(p) for p in config.soft_target.teacher_runs] == [str(teacher)]
+    assert bench.teacher_needs("ml-1m", "sasrec", "default_ens", 2, tmp_path) == [
+        ("sasrec", tmp_path / "ml-1m" / "sasrec" / "default_base" / "seed2"), ("gru", teacher)]
+    assert (config.train.epochs, config.train.seed) == (20, 2)
+
+
+def test_tower_recipe_variants_are_unchanged_by_the_default_recipe(bench, tmp_path):
+    overrides = bench.variant_overrides("ml-1m", "sasrec", "ckd/a0.8/t1", 0, 30, None, tmp_path)
+    config = bench.variant_config(overrides, "sasrec", "ckd/a0.8/t1")
+    assert config.loss.name == "full_softmax" and config.loss.temperature == 0.1
+    assert config.model.query_tower.dropout == 0.3  # configs/towers/sasrec_ssm.yaml's recipe
+    assert [str(p) for p in config.soft_target.teacher_runs] == [str(tmp_path / "ml-1m" / "gru" / "base" / "seed0")]
+    base = bench.variant_config(bench.variant_overrides("ml-1m", "sasrec", "default_base", 0, 20, None, tmp_path),
+                                "sasrec", "default_base")
+    assert base.soft_target is None or base.soft_target.name is None
+    assert bench.teacher_needs("ml-1m", "sasrec", "default_base", 0, tmp_path) == []
