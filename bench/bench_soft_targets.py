@@ -43,40 +43,31 @@ OUT_NAMES = {"lastfm_small": "lastfm", "ml-1m": "ml1m"}
 FULL = ["loss=full_softmax", "loss.temperature=0.1"]
 SSM = ["loss=in_batch", "loss.temperature=0.1", "loss.mixed_negatives=1024", "loss.log_q_correction=true"]
 
-#: variant -> (base loss overrides, soft-target overrides; "{teacher}" / "{other}" are run dirs)
-VARIANTS = {
-    "base": (FULL, []),
-    "label_smoothing": (FULL, ["soft_target=label_smoothing", "soft_target.alpha=0.1"]),
-    "popularity": (FULL, ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"]),
-    "skd": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
-                   "soft_target.temperature=3"]),
-    "ckd": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
-                   "soft_target.temperature=3"]),
+#: soft-target overrides per source; "{teacher}" / "{other}" are run dirs
+SOFT = {
+    "label_smoothing": ["soft_target=label_smoothing", "soft_target.alpha=0.1"],
+    "popularity": ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"],
+    "skd": ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
+            "soft_target.temperature=3"],
+    "ckd": ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
+            "soft_target.temperature=3"],
     # CSRec's averaged teachers: both backbones' base runs, probabilities averaged with equal weights
-    "ens": (FULL, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]", "soft_target.alpha=0.5",
-                   "soft_target.temperature=3"]),
-    "neighbour": (FULL, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
-                         "soft_target.num_neighbours=10"]),
-    "desorec": (FULL, ["soft_target=desorec", "soft_target.teacher_runs=[{teacher}]"]),
-    "ssm_base": (SSM, []),
-    "ssm_popularity": (SSM, ["soft_target=popularity", "soft_target.alpha=0.5", "soft_target.temperature=3"]),
-    "ssm_skd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
-                      "soft_target.temperature=3"]),
-    "ssm_ckd": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
-                      "soft_target.temperature=3"]),
-    "ssm_ens": (SSM, ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]", "soft_target.alpha=0.5",
-                      "soft_target.temperature=3"]),
-    "ssm_neighbour": (SSM, ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
-                            "soft_target.num_neighbours=10"]),
-    # tfsoft's defaults (loss and tower recipe untouched), the same soft targets on top
-    "default_base": ([], []),
-    "default_skd": ([], ["soft_target=teacher", "soft_target.teacher_runs=[{teacher}]", "soft_target.alpha=0.5",
-                         "soft_target.temperature=3"]),
-    "default_ckd": ([], ["soft_target=teacher", "soft_target.teacher_runs=[{other}]", "soft_target.alpha=0.5",
-                         "soft_target.temperature=3"]),
-    "default_ens": ([], ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]",
-                         "soft_target.alpha=0.5", "soft_target.temperature=3"]),
+    "ens": ["soft_target=teacher", "soft_target.teacher_runs=[{teacher},{other}]", "soft_target.alpha=0.5",
+            "soft_target.temperature=3"],
+    "neighbour": ["soft_target=neighbour", "soft_target.alpha=0.5", "soft_target.temperature=3",
+                  "soft_target.num_neighbours=10"],
+    "desorec": ["soft_target=desorec", "soft_target.teacher_runs=[{teacher}]"],
 }
+#: a variant name's recipe prefix -> (its base loss overrides, the sources run on it): full softmax
+#: on the configs/towers/ recipe (no prefix), in-batch SSM on it (``ssm_``), and tfsoft's defaults
+#: untouched (``default_``: the library's loss and tower recipe, only the data and tower named)
+RECIPES = {"": (FULL, tuple(SOFT)), "ssm_": (SSM, ("popularity", "skd", "ckd", "ens", "neighbour")),
+           "default_": ([], ("skd", "ckd", "ens"))}
+#: variant -> (base loss overrides, soft-target overrides)
+VARIANTS = {f"{prefix}{name}": (loss, SOFT.get(name, []))
+            for prefix, (loss, sources) in RECIPES.items() for name in ("base", *sources)}
+#: what a run with no --variants trains (the default_ recipe is asked for by name)
+DEFAULT_VARIANTS = [name for name in VARIANTS if not name.startswith("default_")]
 
 #: the best variant per backbone on lastfm_small, chosen on validation NDCG@10 (seed-0 screen,
 #: bench/results/soft_targets_screen_*.json): configs/soft_targets/{gru4rec,sasrec}_best.yaml
@@ -114,14 +105,25 @@ def parse_variant(name: str) -> tuple[list[str], list[str]]:
 
 def teacher_variant(name: str) -> str:
     """The base run a variant's teachers come from."""
-    for prefix in ("ssm_", "default_"):
-        if name.startswith(prefix):
-            return f"{prefix}base"
-    return "base"
+    return f"{recipe_prefix(name)}base"
+
+
+def recipe_prefix(name: str) -> str:
+    """The recipe prefix of a variant name (a key of :data:`RECIPES`)."""
+    return next((prefix for prefix in RECIPES if prefix and name.startswith(prefix)), "")
 
 
 def run_dir(out_root: Path, dataset: str, tower: str, variant: str, seed: int) -> Path:
     return out_root / dataset / tower / variant / f"seed{seed}"
+
+
+def teacher_runs(dataset: str, tower: str, variant: str, seed: int, out_root: Path) -> dict[str, tuple[str, Path]]:
+    """``{teacher}`` / ``{other}`` of a variant -> (tower, run dir) of that base run: the same
+    tower's and the other backbone's base run of the variant's recipe, same seed."""
+    other = "sasrec" if tower == "gru" else "gru"
+    base = teacher_variant(variant)
+    return {"teacher": (tower, run_dir(out_root, dataset, tower, base, seed)),
+            "other": (other, run_dir(out_root, dataset, other, base, seed))}
 
 
 def variant_overrides(dataset: str, tower: str, variant: str, seed: int, epochs: int, steps: int | None,
@@ -129,11 +131,9 @@ def variant_overrides(dataset: str, tower: str, variant: str, seed: int, epochs:
     """The ``--set`` overrides of one run (on the tower's config file, or on the defaults for a
     ``default_`` variant; see :func:`variant_config`)."""
     loss, soft = parse_variant(variant)
-    other = "sasrec" if tower == "gru" else "gru"
-    base = teacher_variant(variant)
-    runs = {"teacher": run_dir(out_root, dataset, tower, base, seed),
-            "other": run_dir(out_root, dataset, other, base, seed)}
-    data = [*DEFAULT_DATA[dataset], f"model.query_tower={tower}"] if variant.startswith("default_") else DATA[dataset]
+    runs = {key: path for key, (_, path) in teacher_runs(dataset, tower, variant, seed, out_root).items()}
+    data = [*DEFAULT_DATA[dataset], f"model.query_tower={tower}"] if recipe_prefix(variant) == "default_" \
+        else DATA[dataset]
     overrides = [*data, *loss, *(s.format(**runs) for s in soft), f"train.epochs={epochs}", f"train.seed={seed}"]
     return overrides + ([f"train.steps_per_epoch={steps}"] if steps else [])
 
@@ -143,19 +143,16 @@ def variant_config(overrides: list[str], tower: str, variant: str):
     defaults (an empty config) for the ``default_`` variants."""
     from tfsoft.config import apply_overrides, load_config, parse_config
 
-    if variant.startswith("default_"):
+    if recipe_prefix(variant) == "default_":
         return parse_config(apply_overrides({}, overrides), f"defaults with --set {' '.join(overrides)}")
     return load_config(ROOT / TOWERS[tower], overrides)
 
 
 def teacher_needs(dataset: str, tower: str, variant: str, seed: int, out_root: Path) -> list[tuple[str, Path]]:
     """(tower, run dir) of each base run ``variant`` reads as a teacher."""
-    _, soft = parse_variant(variant)
-    other = "sasrec" if tower == "gru" else "gru"
-    base = teacher_variant(variant)
-    joined = " ".join(soft)
-    return ([(tower, run_dir(out_root, dataset, tower, base, seed))] if "{teacher}" in joined else []) + \
-           ([(other, run_dir(out_root, dataset, other, base, seed))] if "{other}" in joined else [])
+    joined = " ".join(parse_variant(variant)[1])
+    return [run for key, run in teacher_runs(dataset, tower, variant, seed, out_root).items()
+            if "{" + key + "}" in joined]
 
 
 def train_variant(dataset, tower, variant, seed, epochs, steps, out_root) -> dict:
@@ -205,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="lastfm_small", choices=list(DATA))
     parser.add_argument("--towers", nargs="+", default=list(TOWERS), choices=list(TOWERS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
                         help=f"{', '.join(VARIANTS)}; NAME/aALPHA/tT sets α and T (e.g. ckd/a0.7/t6)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=60)

@@ -66,3 +66,5 @@ def test_tower_recipe_variants_are_unchanged_by_the_default_recipe(bench, tmp_pa
                                 "sasrec", "default_base")
     assert base.soft_target is None or base.soft_target.name is None
     assert bench.teacher_needs("ml-1m", "sasrec", "default_base", 0, tmp_path) == []
+    # a run without --variants trains the configs/towers/ recipes only; default_ ones are asked for by name
+    assert "ssm_ens" in bench.DEFAULT_VARIANTS and not any(v.startswith("default_") for v in bench.DEFAULT_VARIANTS)
